@@ -1,1 +1,27 @@
-//! spillway-core
+//! The pieces every spillway service stands on, in the order a request meets them:
+//!
+//! - [`config`]: the layered settings (a TOML file, then `SPILLWAY_` variables), validated at start.
+//! - [`telemetry`]: `tracing` logs in JSON or pretty form.
+//! - [`http`]: the ops endpoints (`/healthz`, `/readyz`, `/metrics`) and problem+json errors.
+//! - [`wire`]: the protobuf messages on the Kafka topics, and their JSON form.
+//! - [`kafka`]: the idempotent producer, the at-least-once consumer loop, the DLQ and topic admin.
+//! - [`redis`]: the connection pool and the Lua scripts' home.
+//! - [`db`]: the database connection and the migrations run at start.
+//! - [`s3`]: the S3 client for template copies.
+//! - [`readiness`]: dependency checks behind `/readyz`.
+//! - [`metrics`]: the Prometheus registry each service exports.
+//! - [`service`]: the start-up and run loop every service shares.
+//! - [`shutdown`]: one signal that reaches every task; SIGTERM drains, a second signal exits.
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod readiness;
+pub mod redis;
+pub mod s3;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod wire;

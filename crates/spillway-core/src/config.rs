@@ -1,0 +1,518 @@
+//! Layered configuration: defaults, then a TOML file (`SPILLWAY_CONFIG`, default
+//! `config/spillway.toml` when it exists), then `SPILLWAY_`-prefixed environment variables
+//! where `__` separates sections (`SPILLWAY_KAFKA__BOOTSTRAP`, `SPILLWAY_JWT_SECRET`).
+//!
+//! Everything is parsed once into typed structs and validated before a service connects to
+//! anything; a bad value stops the service with an error that names the key.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The environment variable naming the TOML file.
+pub const CONFIG_PATH_VAR: &str = "SPILLWAY_CONFIG";
+const DEFAULT_CONFIG_PATH: &str = "config/spillway.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A value that never appears in logs or printed configuration.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_empty() {
+            serializer.serialize_str("")
+        } else {
+            serializer.serialize_str("***")
+        }
+    }
+}
+
+/// All settings of all services; each service reads the sections it needs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    /// HS256 secret for member JWTs (`SPILLWAY_JWT_SECRET`).
+    pub jwt_secret: Secret,
+    pub log: LogSettings,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub database: DatabaseSettings,
+    pub s3: S3Settings,
+    pub gateway: GatewaySettings,
+    pub counter: CounterSettings,
+    pub batch_writer: BatchWriterSettings,
+    pub template_warmup: TemplateWarmupSettings,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `info,counter=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A topic and the partition count it is created with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TopicSettings {
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl TopicSettings {
+    fn new(name: &str, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    pub bootstrap: String,
+    /// How long a produce may wait for `acks=all` before the caller gets a 503.
+    pub produce_timeout_ms: u64,
+    /// Most messages handed to a consumer's handler at once.
+    pub consumer_batch_size: usize,
+    /// Longest a consumer waits to fill a batch.
+    pub consumer_linger_ms: u64,
+    pub counter_events: TopicSettings,
+    pub warmup_requests: TopicSettings,
+    pub dlq: TopicSettings,
+    /// Sink topics are `<writes_prefix><sink>.v1`.
+    pub writes_prefix: String,
+    pub writes_partitions: i32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap: "127.0.0.1:19092".into(),
+            produce_timeout_ms: 2_000,
+            consumer_batch_size: 1_000,
+            consumer_linger_ms: 50,
+            counter_events: TopicSettings::new("spillway.counter-events.v1", 6),
+            warmup_requests: TopicSettings::new("spillway.warmup-requests.v1", 3),
+            dlq: TopicSettings::new("spillway.dlq.v1", 1),
+            writes_prefix: "spillway.writes.".into(),
+            writes_partitions: 3,
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn produce_timeout(&self) -> Duration {
+        Duration::from_millis(self.produce_timeout_ms)
+    }
+    pub fn consumer_linger(&self) -> Duration {
+        Duration::from_millis(self.consumer_linger_ms)
+    }
+    /// The topic a sink's rows travel on.
+    pub fn writes_topic(&self, sink: &str) -> String {
+        format!("{}{sink}.v1", self.writes_prefix)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub pool_size: usize,
+    /// Prepended to every key (outside the hash tag), so tests can share one Redis.
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:16379"),
+            pool_size: 32,
+            key_prefix: String::new(),
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    /// The PostgreSQL schema spillway's tables live in (tests use one each).
+    pub schema: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://spillway@127.0.0.1:15432/spillway"),
+            schema: "public".into(),
+            max_connections: 16,
+            acquire_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub bucket: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:19000".into(),
+            region: "us-east-1".into(),
+            access_key: Secret::new("spillway"),
+            secret_key: Secret::new("spillway-secret"),
+            bucket: "spillway".into(),
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GatewaySettings {
+    pub listen: String,
+    /// No request is answered later than this.
+    pub request_deadline_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_deadline_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CounterSettings {
+    pub listen: String,
+    pub group_id: String,
+}
+
+impl Default for CounterSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            group_id: "spillway-counter".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct BatchWriterSettings {
+    pub listen: String,
+    pub group_id: String,
+}
+
+impl Default for BatchWriterSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8082".into(),
+            group_id: "spillway-batch-writer".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TemplateWarmupSettings {
+    pub listen: String,
+    pub group_id: String,
+}
+
+impl Default for TemplateWarmupSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8083".into(),
+            group_id: "spillway-template-warmup".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment and validates it.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from);
+        Self::load_from(path)
+    }
+
+    /// Loads from an explicit file (or none: defaults and environment only).
+    pub fn load_from(path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match path {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::File {
+                    path,
+                    reason: "no such file".into(),
+                });
+            }
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None if PathBuf::from(DEFAULT_CONFIG_PATH).exists() => {
+                figment = figment.merge(Toml::file(DEFAULT_CONFIG_PATH));
+            }
+            None => {}
+        }
+        let env = Env::prefixed("SPILLWAY_")
+            .split("__")
+            .ignore(&["config"])
+            .lowercase(true);
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges, non-empty strings, addresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, listen) in [
+            ("gateway.listen", &self.gateway.listen),
+            ("counter.listen", &self.counter.listen),
+            ("batch_writer.listen", &self.batch_writer.listen),
+            ("template_warmup.listen", &self.template_warmup.listen),
+        ] {
+            listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid(key, format!("`{listen}` is not host:port ({e})")))?;
+        }
+        non_empty("kafka.bootstrap", &self.kafka.bootstrap)?;
+        non_empty("kafka.counter_events.name", &self.kafka.counter_events.name)?;
+        non_empty(
+            "kafka.warmup_requests.name",
+            &self.kafka.warmup_requests.name,
+        )?;
+        non_empty("kafka.dlq.name", &self.kafka.dlq.name)?;
+        for (key, topic) in [
+            (
+                "kafka.counter_events.partitions",
+                &self.kafka.counter_events,
+            ),
+            (
+                "kafka.warmup_requests.partitions",
+                &self.kafka.warmup_requests,
+            ),
+            ("kafka.dlq.partitions", &self.kafka.dlq),
+        ] {
+            in_range(key, topic.partitions as u64, 1, 1_000)?;
+        }
+        in_range(
+            "kafka.writes_partitions",
+            self.kafka.writes_partitions as u64,
+            1,
+            1_000,
+        )?;
+        in_range(
+            "kafka.produce_timeout_ms",
+            self.kafka.produce_timeout_ms,
+            100,
+            300_000,
+        )?;
+        in_range(
+            "kafka.consumer_batch_size",
+            self.kafka.consumer_batch_size as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "kafka.consumer_linger_ms",
+            self.kafka.consumer_linger_ms,
+            0,
+            60_000,
+        )?;
+        url_scheme("redis.url", self.redis.url.expose(), &["redis", "rediss"])?;
+        in_range("redis.pool_size", self.redis.pool_size as u64, 1, 10_000)?;
+        url_scheme(
+            "database.url",
+            self.database.url.expose(),
+            &["postgres", "postgresql"],
+        )?;
+        identifier("database.schema", &self.database.schema)?;
+        in_range(
+            "database.max_connections",
+            self.database.max_connections as u64,
+            1,
+            1_000,
+        )?;
+        url_scheme("s3.endpoint", &self.s3.endpoint, &["http", "https"])?;
+        non_empty("s3.bucket", &self.s3.bucket)?;
+        in_range(
+            "gateway.request_deadline_ms",
+            self.gateway.request_deadline_ms,
+            100,
+            60_000,
+        )?;
+        for (key, group) in [
+            ("counter.group_id", &self.counter.group_id),
+            ("batch_writer.group_id", &self.batch_writer.group_id),
+            ("template_warmup.group_id", &self.template_warmup.group_id),
+        ] {
+            non_empty(key, group)?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as pretty JSON, secrets masked, for the start-up log.
+    pub fn to_masked_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    }
+}
+
+fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if !(min..=max).contains(&value) {
+        return Err(invalid(key, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(())
+}
+
+fn url_scheme(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some(scheme) if schemes.contains(&scheme) => Ok(()),
+        _ => Err(invalid(
+            key,
+            format!("must be a URL starting with {}://", schemes.join(":// or "),),
+        )),
+    }
+}
+
+/// A SQL identifier we may interpolate (schema names cannot be bound parameters).
+pub fn identifier(key: &str, value: &str) -> Result<(), ConfigError> {
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{value}` must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_its_key() {
+        let mut settings = Settings::default();
+        settings.counter.listen = "nowhere".into();
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("counter.listen"), "{error}");
+    }
+
+    #[test]
+    fn a_file_value_of_the_wrong_type_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[kafka]\nconsumer_batch_size = \"many\"\n").unwrap();
+        let error = Settings::load_from(Some(path)).unwrap_err().to_string();
+        assert!(error.contains("consumer_batch_size"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let settings = Settings {
+            jwt_secret: Secret::new("hunter2"),
+            ..Settings::default()
+        };
+        let printed = settings.to_masked_json();
+        assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("spillway-secret"));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(identifier("k", "test_abc_1").is_ok());
+        assert!(identifier("k", "Robert'); DROP").is_err());
+        assert!(identifier("k", "").is_err());
+    }
+}

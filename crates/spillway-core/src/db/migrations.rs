@@ -1,0 +1,51 @@
+//! spillway's own tables, as plain PostgreSQL DDL run by sea-orm-migration. A new table or
+//! column is a new migration appended to [`Migrator::migrations`]; applied ones never change.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CounterTables)]
+    }
+}
+
+/// Runs each statement of a SQL script (statements end with `;` at a line end).
+async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
+    let connection = manager.get_connection();
+    for statement in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        connection.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
+/// `counter_values` (the write-behind copy of every counter) and `counter_members` (who is
+/// counted in a distinct counter), from which Redis can be rebuilt.
+struct CounterTables;
+
+impl MigrationName for CounterTables {
+    fn name(&self) -> &str {
+        "m0001_counter_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CounterTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            include_str!("../../sql/m0001_counter_tables.up.sql"),
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP TABLE counter_members;\nDROP TABLE counter_values;\n",
+        )
+        .await
+    }
+}

@@ -1,0 +1,185 @@
+//! HTTP pieces every service shares: the ops endpoints (`/healthz`, `/readyz`, `/metrics`),
+//! problem+json (RFC 9457) responses, and a server runner that stops on the shutdown token.
+
+use std::{net::TcpListener, time::Duration};
+
+use actix_web::{
+    App, HttpResponse, HttpServer, ResponseError,
+    http::{StatusCode, header},
+    web,
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{metrics::Metrics, readiness::Readiness};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// How long in-flight HTTP requests get to finish once shutdown starts.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Seconds a client should wait before retrying (sent as `Retry-After`).
+    #[serde(skip)]
+    pub retry_after_seconds: Option<u64>,
+    /// Extra members, e.g. `{"column": "title"}` or the down dependencies.
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Problem {
+    /// `kind` is a short slug; the `type` member becomes `https://spillway.dev/problems/<kind>`.
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://spillway.dev/problems/{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            retry_after_seconds: None,
+            extensions: serde_json::Map::new(),
+        }
+    }
+
+    /// A 503 for a dependency that is down, with `Retry-After`.
+    pub fn unavailable(dependency: &str, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency-unavailable",
+            detail,
+        )
+        .with_retry_after(1)
+        .with("dependency", dependency)
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn to_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after_seconds {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.title, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        Problem::status_code(self)
+    }
+    fn error_response(&self) -> HttpResponse {
+        self.to_response()
+    }
+}
+
+/// What the ops endpoints need.
+#[derive(Clone)]
+pub struct OpsState {
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+/// Adds `/healthz`, `/readyz` and `/metrics` to an app.
+pub fn configure_ops(state: OpsState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |config| {
+        config
+            .app_data(web::Data::new(state))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics));
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
+    let statuses = state.readiness.check_all(&state.metrics).await;
+    let down: Vec<&str> = statuses
+        .iter()
+        .filter(|status| !status.up)
+        .map(|status| status.name.as_str())
+        .collect();
+    if down.is_empty() {
+        return HttpResponse::Ok()
+            .json(serde_json::json!({"status": "ready", "dependencies": statuses}));
+    }
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        format!("not ready: {} down", down.join(", ")),
+    )
+    .with_retry_after(1)
+    .with("down", serde_json::json!(down))
+    .with("dependencies", serde_json::json!(statuses))
+    .to_response()
+}
+
+async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// Binds a listener; port 0 picks a free one (tests).
+pub fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves only the ops endpoints until the token is cancelled (the consumer services).
+pub async fn serve_ops(
+    listener: TcpListener,
+    state: OpsState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let server = HttpServer::new(move || App::new().configure(configure_ops(state.clone())))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(HTTP_DRAIN_TIMEOUT.as_secs())
+        .listen(listener)?
+        .run();
+    run_until_cancelled(server, shutdown).await
+}
+
+/// Runs an actix server until it ends or the token is cancelled, then stops it gracefully.
+pub async fn run_until_cancelled(
+    server: actix_web::dev::Server,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        handle.stop(true).await;
+    });
+    let outcome = server.await;
+    stopper.abort();
+    outcome
+}

@@ -1,0 +1,577 @@
+//! The at-least-once consumer loop every spillway consumer runs.
+//!
+//! It fetches a batch (up to `batch_size` messages or `linger`), decodes each message (bad ones
+//! go to the DLQ), hands the batch to a [`BatchHandler`], and, once the handler's
+//! [`BatchHandler::flush`] has made the effect durable, stores the offsets. Auto-commit then
+//! commits only stored offsets (`enable.auto.offset.store=false`), so an offset is never
+//! committed before its effect. A failing handler is retried with backoff while the
+//! partitions are paused. On a partition revoke the stored offsets are committed synchronously
+//! and buffered messages of revoked partitions are dropped (their new owner replays them); on
+//! shutdown the loop finishes its batch, flushes, stores and commits synchronously.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use rdkafka::{
+    ClientContext, Message, Offset, Statistics, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    message::{Headers, OwnedMessage},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{KafkaError, base_config, dlq};
+use crate::{
+    metrics::Metrics,
+    wire::{self, WireMessage},
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a handler could not finish a batch or a flush.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A dependency failed: the same call is retried after a backoff, partitions paused.
+    #[error("{0}")]
+    Retry(BoxError),
+    /// The handler's state was lost (e.g. Redis flushed): pending work is forgotten and every
+    /// assigned partition is read again from its committed offset.
+    #[error("rewind: {0}")]
+    Rewind(String),
+}
+
+impl HandlerError {
+    pub fn retry(error: impl Into<BoxError>) -> Self {
+        Self::Retry(error.into())
+    }
+}
+
+/// How long an idle loop waits for a message before it checks timers and shutdown.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long the final flush may retry at shutdown before giving up (the data is replayed).
+const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(8);
+const REWIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One decoded message with where it came from.
+#[derive(Debug, Clone)]
+pub struct Delivery<T> {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub request_id: String,
+    pub message: T,
+}
+
+/// A message of a batch the handler refuses for good (it goes to the DLQ).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Index into the batch handed to [`BatchHandler::handle`].
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What a consumer service does with its messages.
+#[async_trait]
+pub trait BatchHandler: Send + Sync + 'static {
+    type Message: WireMessage;
+
+    /// Applies a batch. An error retries the same batch after a backoff; rejections go to the
+    /// DLQ. Replays must change nothing (the loop is at-least-once).
+    async fn handle(
+        &self,
+        batch: &[Delivery<Self::Message>],
+    ) -> Result<Vec<Rejection>, HandlerError>;
+
+    /// Makes everything handled so far durable; offsets are stored only after it returns Ok.
+    /// The default does nothing: `handle` was durable already.
+    async fn flush(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// Whether to flush now, given the time since the last flush. Default: after every batch.
+    fn flush_due(&self, _since_last_flush: Duration) -> bool {
+        true
+    }
+}
+
+/// How a consumer joins its group.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub bootstrap: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub batch_size: usize,
+    pub linger: Duration,
+}
+
+/// Tracks rebalances and exports lag from librdkafka's statistics.
+pub struct LoopContext {
+    rebalanced: AtomicBool,
+    metrics: Metrics,
+}
+
+impl ClientContext for LoopContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, topic_stats) in &statistics.topics {
+            for (partition, partition_stats) in &topic_stats.partitions {
+                if *partition >= 0 && partition_stats.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(partition_stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            tracing::info!(
+                count = partitions.count(),
+                "partitions revoked: committing stored offsets"
+            );
+            commit_stored(consumer);
+        }
+        self.rebalanced.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Commits stored offsets synchronously; "nothing to commit" is not an error.
+fn commit_stored<C: Consumer<LoopContext>>(consumer: &C) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
+        Err(error) => tracing::warn!(%error, "synchronous offset commit failed"),
+    }
+}
+
+/// Next offsets to store, per partition, once the handler's flush succeeds.
+#[derive(Default)]
+struct PendingOffsets(HashMap<(String, i32), i64>);
+
+impl PendingOffsets {
+    fn record(&mut self, topic: &str, partition: i32, offset: i64) {
+        let last = self
+            .0
+            .entry((topic.to_owned(), partition))
+            .or_insert(offset);
+        *last = (*last).max(offset);
+    }
+}
+
+/// The consumer loop for one handler.
+pub struct ConsumerLoop<H: BatchHandler> {
+    consumer: StreamConsumer<LoopContext>,
+    handler: Arc<H>,
+    dlq: dlq::DeadLetterQueue,
+    metrics: Metrics,
+    settings: ConsumerSettings,
+}
+
+/// Why a batch was not finished.
+enum Interrupted {
+    Shutdown,
+    Rewind,
+}
+
+impl<H: BatchHandler> ConsumerLoop<H> {
+    pub fn new(
+        settings: ConsumerSettings,
+        handler: Arc<H>,
+        dlq: dlq::DeadLetterQueue,
+        metrics: Metrics,
+    ) -> Result<Self, KafkaError> {
+        let context = LoopContext {
+            rebalanced: AtomicBool::new(false),
+            metrics: metrics.clone(),
+        };
+        let consumer: StreamConsumer<LoopContext> =
+            base_config(&settings.bootstrap, &settings.client_id)
+                .set("group.id", &settings.group_id)
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "1500")
+                .set("statistics.interval.ms", "5000")
+                .create_with_context(context)?;
+        Ok(Self {
+            consumer,
+            handler,
+            dlq,
+            metrics,
+            settings,
+        })
+    }
+
+    /// Consumes until the token is cancelled, then drains, flushes and commits.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), KafkaError> {
+        let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics)?;
+        tracing::info!(group = %self.settings.group_id, ?topics, "consumer started");
+        let mut pending = PendingOffsets::default();
+        let mut carried = Vec::new();
+        let mut last_flush = Instant::now();
+        while !shutdown.is_cancelled() {
+            let mut messages = self
+                .collect_batch(&shutdown, std::mem::take(&mut carried))
+                .await;
+            self.forget_revoked(&mut messages, &mut pending);
+            let mut outcome = Ok(());
+            if !messages.is_empty() {
+                outcome = self
+                    .process(messages, &mut pending, &mut carried, &shutdown)
+                    .await;
+            }
+            if outcome.is_ok()
+                && !pending.0.is_empty()
+                && self.handler.flush_due(last_flush.elapsed())
+            {
+                outcome = self.flush(&mut pending, &mut carried, &shutdown).await;
+                last_flush = Instant::now();
+            }
+            match outcome {
+                Ok(()) => {}
+                Err(Interrupted::Shutdown) => break,
+                Err(Interrupted::Rewind) => {
+                    pending = PendingOffsets::default();
+                    carried.clear();
+                    self.rewind_to_committed();
+                }
+            }
+        }
+        self.drain(pending).await;
+        Ok(())
+    }
+
+    /// Waits for a first message (up to [`IDLE_POLL`]), then fills the batch until it is full
+    /// or `linger` has passed.
+    async fn collect_batch(
+        &self,
+        shutdown: &CancellationToken,
+        mut batch: Vec<OwnedMessage>,
+    ) -> Vec<OwnedMessage> {
+        let mut deadline = (!batch.is_empty()).then(|| Instant::now() + self.settings.linger);
+        while batch.len() < self.settings.batch_size {
+            let wait = match deadline {
+                None => IDLE_POLL,
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
+                    Ok(Ok(message)) => {
+                        batch.push(message.detach());
+                        deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "consumer error");
+                        if batch.is_empty() { break; }
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+        batch
+    }
+
+    /// After a rebalance, drops buffered messages and pending offsets of partitions we lost.
+    fn forget_revoked(&self, messages: &mut Vec<OwnedMessage>, pending: &mut PendingOffsets) {
+        if !self
+            .consumer
+            .context()
+            .rebalanced
+            .swap(false, Ordering::SeqCst)
+        {
+            return;
+        }
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let assigned =
+            |topic: &str, partition: i32| assignment.find_partition(topic, partition).is_some();
+        messages.retain(|message| assigned(message.topic(), message.partition()));
+        pending
+            .0
+            .retain(|(topic, partition), _| assigned(topic, *partition));
+    }
+
+    /// Decodes, dead-letters what does not decode, hands the rest to the handler (retrying),
+    /// dead-letters its rejections, and records the offsets as pending.
+    async fn process(
+        &self,
+        messages: Vec<OwnedMessage>,
+        pending: &mut PendingOffsets,
+        carried: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        let mut sources = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let content_type = header(message, wire::CONTENT_TYPE_HEADER);
+            match wire::decode::<H::Message>(message.payload(), content_type.as_deref()) {
+                Ok(decoded) => {
+                    deliveries.push(Delivery {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        request_id: header(message, wire::REQUEST_ID_HEADER)
+                            .unwrap_or_else(|| decoded.request_id().to_owned()),
+                        message: decoded,
+                    });
+                    sources.push(message);
+                }
+                Err(error) => {
+                    let reason = format!("decode: {error}");
+                    self.dead_letter(message, &reason, error.kind(), carried, shutdown)
+                        .await?;
+                }
+            }
+        }
+        if !deliveries.is_empty() {
+            let topic = deliveries[0].topic.clone();
+            let started = Instant::now();
+            let rejections = self
+                .retry(&topic, carried, shutdown, || {
+                    self.handler.handle(&deliveries)
+                })
+                .await?;
+            self.metrics
+                .batch_duration
+                .with_label_values(&[&topic])
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .batch_size
+                .with_label_values(&[&topic])
+                .observe(deliveries.len() as f64);
+            for rejection in rejections {
+                if let Some(message) = sources.get(rejection.index) {
+                    self.dead_letter(message, &rejection.reason, "rejected", carried, shutdown)
+                        .await?;
+                }
+            }
+        }
+        for message in &messages {
+            pending.record(message.topic(), message.partition(), message.offset());
+            self.metrics
+                .consumed_messages
+                .with_label_values(&[message.topic(), "ok"])
+                .inc();
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        reason_kind: &str,
+        carried: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let content_type = header(message, wire::CONTENT_TYPE_HEADER);
+        let request_id = header(message, wire::REQUEST_ID_HEADER);
+        let source = dlq::Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            payload: message.payload(),
+            content_type: content_type.as_deref(),
+            request_id: request_id.as_deref(),
+        };
+        tracing::warn!(
+            topic = message.topic(), partition = message.partition(), offset = message.offset(),
+            %reason, "sending message to the DLQ"
+        );
+        self.retry(self.dlq.topic(), carried, shutdown, || async {
+            self.dlq
+                .send(&source, reason)
+                .await
+                .map_err(HandlerError::retry)
+        })
+        .await?;
+        self.metrics
+            .dlq_messages
+            .with_label_values(&[message.topic(), reason_kind])
+            .inc();
+        Ok(())
+    }
+
+    /// Flushes the handler (retrying), then stores the pending offsets.
+    async fn flush(
+        &self,
+        pending: &mut PendingOffsets,
+        carried: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        self.retry("flush", carried, shutdown, || self.handler.flush())
+            .await?;
+        self.store(std::mem::take(pending));
+        Ok(())
+    }
+
+    fn store(&self, pending: PendingOffsets) {
+        for ((topic, partition), offset) in pending.0 {
+            // store_offset stores `offset + 1`: the next message to read.
+            if let Err(error) = self.consumer.store_offset(&topic, partition, offset) {
+                tracing::debug!(%error, %topic, partition, "offset not stored (partition revoked?)");
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds; meanwhile the partitions are paused and anything that
+    /// still arrives is carried into the next batch. Shutdown interrupts the retries.
+    async fn retry<T, F, Fut>(
+        &self,
+        what: &str,
+        carried: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+        mut attempt: F,
+    ) -> Result<T, Interrupted>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, HandlerError>>,
+    {
+        let mut backoff = RETRY_BACKOFF_START;
+        let mut paused: Option<TopicPartitionList> = None;
+        let outcome = loop {
+            match attempt().await {
+                Ok(value) => break Ok(value),
+                Err(HandlerError::Rewind(reason)) => {
+                    tracing::warn!(%reason, "handler state lost: re-reading from committed offsets");
+                    break Err(Interrupted::Rewind);
+                }
+                Err(HandlerError::Retry(error)) => {
+                    self.metrics
+                        .handler_failures
+                        .with_label_values(&[what])
+                        .inc();
+                    tracing::warn!(%error, %what, backoff_ms = backoff.as_millis() as u64, "failed; retrying");
+                    if paused.is_none() {
+                        paused = self.pause();
+                    }
+                    if self.wait_polling(backoff, carried, shutdown).await.is_err() {
+                        break Err(Interrupted::Shutdown);
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        };
+        if let Some(partitions) = paused
+            && let Err(error) = self.consumer.resume(&partitions)
+        {
+            tracing::warn!(%error, "resuming partitions failed");
+        }
+        outcome
+    }
+
+    /// Seeks every assigned partition back to its committed offset (or the beginning).
+    fn rewind_to_committed(&self) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let committed = match self.consumer.committed_offsets(assignment, REWIND_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::error!(%error, "reading committed offsets for a rewind failed");
+                return;
+            }
+        };
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => Offset::Offset(offset),
+                _ => Offset::Beginning,
+            };
+            if let Err(error) =
+                self.consumer
+                    .seek(element.topic(), element.partition(), offset, REWIND_TIMEOUT)
+            {
+                tracing::error!(%error, topic = element.topic(), partition = element.partition(), "seek failed");
+            }
+        }
+    }
+
+    fn pause(&self) -> Option<TopicPartitionList> {
+        let assignment = self.consumer.assignment().ok()?;
+        match self.consumer.pause(&assignment) {
+            Ok(()) => Some(assignment),
+            Err(error) => {
+                tracing::warn!(%error, "pausing partitions failed");
+                None
+            }
+        }
+    }
+
+    /// Sleeps for `duration` while still polling (group membership stays alive).
+    async fn wait_polling(
+        &self,
+        duration: Duration,
+        carried: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                received = self.consumer.recv() => {
+                    if let Ok(message) = received {
+                        carried.push(message.detach());
+                    }
+                }
+            }
+        }
+    }
+
+    /// At shutdown: flush what was handled (bounded in time), store and commit synchronously.
+    async fn drain(self, mut pending: PendingOffsets) {
+        if !pending.0.is_empty() {
+            let deadline = CancellationToken::new();
+            let timer = deadline.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SHUTDOWN_FLUSH_DEADLINE).await;
+                timer.cancel();
+            });
+            let mut carried = Vec::new();
+            if self
+                .flush(&mut pending, &mut carried, &deadline)
+                .await
+                .is_err()
+            {
+                // A rewind or the deadline: nothing is stored, the batch is replayed later.
+                tracing::warn!("final flush did not succeed in time; the batch will be replayed");
+            }
+        }
+        commit_stored(&self.consumer);
+        self.consumer.unsubscribe();
+        tracing::info!(group = %self.settings.group_id, "consumer stopped and committed");
+    }
+}
+
+/// A header's value as text.
+fn header(message: &impl Message, name: &str) -> Option<String> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key.eq_ignore_ascii_case(name))
+            .and_then(|header| header.value)
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    })
+}

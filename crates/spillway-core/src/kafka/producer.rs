@@ -1,0 +1,93 @@
+//! The idempotent producer: `acks=all`, `enable.idempotence=true`, and a delivery timeout equal
+//! to the produce deadline, so a caller never waits longer than that for an answer.
+
+use std::time::Duration;
+
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
+
+use super::{KafkaError, base_config};
+
+/// Where the broker stored a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A cloneable handle on one idempotent producer.
+#[derive(Clone)]
+pub struct EventProducer {
+    producer: FutureProducer,
+    timeout: Duration,
+}
+
+impl EventProducer {
+    /// Builds the producer; records not acknowledged within `timeout` fail.
+    pub fn new(bootstrap: &str, client_id: &str, timeout: Duration) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = base_config(bootstrap, client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .set("request.timeout.ms", timeout.as_millis().max(1).to_string())
+            .create()?;
+        Ok(Self { producer, timeout })
+    }
+
+    /// Sends one record and waits until the broker acknowledged it (`acks=all`).
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Delivered, KafkaError> {
+        let mut owned_headers = OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            owned_headers = owned_headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(owned_headers);
+        let delivery = self.producer.send(record, Timeout::After(self.timeout));
+        // The delivery future resolves by message.timeout.ms; the outer bound is a guard.
+        match tokio::time::timeout(self.timeout + Duration::from_millis(500), delivery).await {
+            Ok(Ok(delivery)) => Ok(Delivered {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((error, _))) => Err(KafkaError::Client(error)),
+            Err(_) => Err(KafkaError::Timeout(self.timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Whether the broker answers a metadata request (readiness).
+    pub async fn check(&self) -> Result<(), String> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_millis(1_000)))
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
+        .await
+        .map_err(|error| error.to_string())?
+    }
+
+    /// Waits for queued records to be delivered (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(%error, "producer flush at shutdown did not finish");
+        }
+    }
+}

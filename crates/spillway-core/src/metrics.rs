@@ -1,0 +1,147 @@
+//! The Prometheus registry a service exports on `/metrics`, and the metrics every service
+//! shares (consumer and readiness). Names follow `spillway_<service>_<what>_<unit>`; labels come
+//! from a small known set (topic, outcome, dependency, sink, namespace), never from ids.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Registers a metric, panicking only on a programming error (a duplicate name at start-up).
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique per service");
+    metric
+}
+
+/// A service's registry and the metrics shared by all services.
+#[derive(Clone)]
+pub struct Metrics {
+    pub service: &'static str,
+    pub registry: Registry,
+    /// Messages a consumer finished, by topic and outcome (`ok`, `dlq`).
+    pub consumed_messages: IntCounterVec,
+    /// Messages sent to the DLQ, by source topic and reason kind.
+    pub dlq_messages: IntCounterVec,
+    /// Time a handler took for one batch, by topic.
+    pub batch_duration: HistogramVec,
+    /// Messages per handled batch, by topic.
+    pub batch_size: HistogramVec,
+    /// Handler failures that will be retried, by topic.
+    pub handler_failures: IntCounterVec,
+    /// 1 when a dependency answered its last readiness check, by dependency.
+    pub dependency_up: IntGaugeVec,
+    /// Consumer lag (high watermark minus position) by topic and partition.
+    pub consumer_lag: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new(service: &'static str) -> Self {
+        let registry = Registry::new();
+        let name = |what: &str| format!("spillway_{}_{what}", service.replace('-', "_"));
+        let consumed_messages = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("consumed_messages_total"),
+                    "Messages consumed and finished",
+                ),
+                &["topic", "outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let dlq_messages = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("dlq_messages_total"),
+                    "Messages sent to the dead-letter topic",
+                ),
+                &["topic", "reason"],
+            )
+            .expect("valid metric"),
+        );
+        let batch_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(name("batch_duration_seconds"), "Time to handle one batch")
+                    .buckets(prometheus::exponential_buckets(0.000_5, 2.0, 16).expect("buckets")),
+                &["topic"],
+            )
+            .expect("valid metric"),
+        );
+        let batch_size = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(name("batch_messages"), "Messages per handled batch")
+                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).expect("buckets")),
+                &["topic"],
+            )
+            .expect("valid metric"),
+        );
+        let handler_failures = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("handler_failures_total"),
+                    "Batches that failed and are retried",
+                ),
+                &["topic"],
+            )
+            .expect("valid metric"),
+        );
+        let dependency_up = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    name("dependency_up"),
+                    "1 when the dependency answered its last check",
+                ),
+                &["dependency"],
+            )
+            .expect("valid metric"),
+        );
+        let consumer_lag = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    name("consumer_lag_messages"),
+                    "High watermark minus consumer position",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
+        );
+        Self {
+            service,
+            registry,
+            consumed_messages,
+            dlq_messages,
+            batch_duration,
+            batch_size,
+            handler_failures,
+            dependency_up,
+            consumer_lag,
+        }
+    }
+
+    /// The metric name for this service: `spillway_<service>_<what>`.
+    pub fn name(&self, what: &str) -> String {
+        format!("spillway_{}_{what}", self.service.replace('-', "_"))
+    }
+
+    /// Registers a service-specific metric in this registry.
+    pub fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        register(&self.registry, metric)
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

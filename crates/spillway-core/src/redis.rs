@@ -1,0 +1,120 @@
+//! Redis: the connection pool, the key shapes (hash-tagged so Redis Cluster keeps the keys a
+//! script touches together on one slot), and the Lua scripts, which live as files in
+//! `crates/spillway-core/lua/` and are loaded with `include_str!`.
+
+use std::time::Duration;
+
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+
+use crate::config::RedisSettings;
+
+pub use deadpool_redis::Pool as RedisPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("redis pool set-up: {0}")]
+    Create(#[from] deadpool_redis::CreatePoolError),
+    #[error("redis: {0}")]
+    Command(#[from] redis::RedisError),
+    #[error("redis: no answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// Builds the pool; connections are made lazily, so a down Redis does not stop the start.
+pub fn pool(settings: &RedisSettings) -> Result<Pool, RedisError> {
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    let mut config = Config::from_url(settings.url.expose());
+    config.pool = Some(PoolConfig {
+        max_size: settings.pool_size,
+        timeouts: Timeouts {
+            wait: Some(timeout),
+            create: Some(timeout),
+            recycle: Some(timeout),
+        },
+        ..PoolConfig::default()
+    });
+    Ok(config.create_pool(Some(Runtime::Tokio1))?)
+}
+
+/// Runs a Redis future under a deadline, so a hung Redis cannot hang a request.
+pub async fn with_timeout<T, E>(
+    timeout: Duration,
+    future: impl Future<Output = Result<T, E>>,
+) -> Result<T, RedisError>
+where
+    RedisError: From<E>,
+{
+    match tokio::time::timeout(timeout, future).await {
+        Ok(outcome) => outcome.map_err(RedisError::from),
+        Err(_) => Err(RedisError::Timeout(timeout.as_millis() as u64)),
+    }
+}
+
+/// Readiness: a PING answered.
+pub async fn check(pool: &Pool) -> Result<(), String> {
+    let mut connection = pool.get().await.map_err(|error| error.to_string())?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+/// The key shapes of DESIGN.md, behind an optional prefix (outside the hash tag) that lets
+/// tests share one Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `{c:<namespace>:<entity_id>}`: a counter's value, applied offset and version.
+    pub fn counter(&self, namespace: &str, entity_id: &str) -> String {
+        format!("{}{{c:{namespace}:{entity_id}}}", self.prefix)
+    }
+
+    /// `{c:<namespace>:<entity_id>}:m`: a distinct counter's members.
+    pub fn counter_members(&self, namespace: &str, entity_id: &str) -> String {
+        format!("{}:m", self.counter(namespace, entity_id))
+    }
+
+    /// `{w:<sink>:<id>}`: a write acknowledged but not yet committed.
+    pub fn pending_write(&self, sink: &str, id: &str) -> String {
+        format!("{}{{w:{sink}:{id}}}", self.prefix)
+    }
+
+    /// `{p:<template_id>}`: a template's ready copies.
+    pub fn template_pool(&self, template_id: &str) -> String {
+        format!("{}{{p:{template_id}}}", self.prefix)
+    }
+
+    /// Any other key of this deployment, under the same prefix.
+    pub fn other(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_their_hash_tag() {
+        let keys = Keys::new("t1:");
+        assert_eq!(keys.counter("video-likes", "v1"), "t1:{c:video-likes:v1}");
+        assert_eq!(
+            keys.counter_members("video-likes", "v1"),
+            "t1:{c:video-likes:v1}:m"
+        );
+        assert_eq!(keys.pending_write("playlists", "x"), "t1:{w:playlists:x}");
+        assert_eq!(keys.template_pool("tpl"), "t1:{p:tpl}");
+    }
+}

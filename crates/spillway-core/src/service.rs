@@ -1,0 +1,225 @@
+//! What every service does at start and at stop, in one place: print the effective
+//! configuration, create the topics, connect the dependencies it needs (each adding its
+//! readiness check), and run the ops server beside the service's own work until shutdown.
+
+use std::{net::TcpListener, sync::Arc};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    db::{self, Db, DbError},
+    http::{self, OpsState},
+    kafka::{
+        KafkaError, admin,
+        consumer::{BatchHandler, ConsumerLoop, ConsumerSettings},
+        dlq::DeadLetterQueue,
+        producer::EventProducer,
+    },
+    metrics::Metrics,
+    readiness::Readiness,
+    redis::{self, Keys, RedisError, RedisPool},
+    s3::{self, S3Error},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The parts a service is built from; each `with_*` connects one dependency.
+pub struct ServiceBase {
+    pub name: &'static str,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub producer: EventProducer,
+    pub keys: Keys,
+}
+
+impl ServiceBase {
+    /// Logs the configuration, creates the configured topics and the producer.
+    pub async fn start(
+        name: &'static str,
+        settings: Settings,
+        extra_topics: &[(String, i32)],
+    ) -> Result<Self, StartError> {
+        tracing::info!(service = name, configuration = %settings.to_masked_json(), "starting");
+        let kafka = &settings.kafka;
+        let mut topics = vec![
+            (
+                kafka.counter_events.name.clone(),
+                kafka.counter_events.partitions,
+            ),
+            (
+                kafka.warmup_requests.name.clone(),
+                kafka.warmup_requests.partitions,
+            ),
+            (kafka.dlq.name.clone(), kafka.dlq.partitions),
+        ];
+        topics.extend_from_slice(extra_topics);
+        admin::ensure_topics(&kafka.bootstrap, &topics).await?;
+        let producer = EventProducer::new(
+            &kafka.bootstrap,
+            &format!("spillway-{name}"),
+            kafka.produce_timeout(),
+        )?;
+        let checked = producer.clone();
+        let readiness = Readiness::new().with_check("kafka", move || {
+            let producer = checked.clone();
+            async move { producer.check().await }
+        });
+        Ok(Self {
+            name,
+            keys: Keys::new(settings.redis.key_prefix.clone()),
+            metrics: Metrics::new(name),
+            readiness,
+            producer,
+            settings,
+        })
+    }
+
+    /// The Redis pool, checked by `/readyz`.
+    pub fn with_redis(&mut self) -> Result<RedisPool, StartError> {
+        let pool = redis::pool(&self.settings.redis)?;
+        let checked = pool.clone();
+        self.add_check("redis", move || {
+            let pool = checked.clone();
+            async move { redis::check(&pool).await }
+        });
+        Ok(pool)
+    }
+
+    /// The database, migrated, checked by `/readyz`.
+    pub async fn with_database(&mut self) -> Result<Db, StartError> {
+        let database = db::connect(&self.settings.database).await?;
+        db::migrate(&database, &self.settings.database.schema).await?;
+        let checked = database.clone();
+        self.add_check("database", move || {
+            let database = checked.clone();
+            async move { db::check(&database).await }
+        });
+        Ok(database)
+    }
+
+    /// The S3 client with the bucket created, checked by `/readyz`.
+    pub async fn with_s3(&mut self) -> Result<aws_sdk_s3::Client, StartError> {
+        let client = s3::client(&self.settings.s3);
+        s3::ensure_bucket(&client, &self.settings.s3.bucket).await?;
+        let (checked, bucket) = (client.clone(), self.settings.s3.bucket.clone());
+        self.add_check("s3", move || {
+            let (client, bucket) = (checked.clone(), bucket.clone());
+            async move { s3::check(&client, &bucket).await }
+        });
+        Ok(client)
+    }
+
+    fn add_check<F, Fut>(&mut self, name: &str, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.readiness = std::mem::take(&mut self.readiness).with_check(name, check);
+    }
+
+    pub fn dead_letter_queue(&self) -> DeadLetterQueue {
+        DeadLetterQueue::new(
+            self.producer.clone(),
+            self.settings.kafka.dlq.name.clone(),
+            self.name,
+        )
+    }
+
+    /// A consumer loop for `handler` in `group_id` over `topics`.
+    pub fn consumer<H: BatchHandler>(
+        &self,
+        group_id: &str,
+        topics: Vec<String>,
+        handler: Arc<H>,
+    ) -> Result<ConsumerLoop<H>, StartError> {
+        let settings = ConsumerSettings {
+            bootstrap: self.settings.kafka.bootstrap.clone(),
+            group_id: group_id.to_owned(),
+            client_id: format!("spillway-{}", self.name),
+            topics,
+            batch_size: self.settings.kafka.consumer_batch_size,
+            linger: self.settings.kafka.consumer_linger(),
+        };
+        Ok(ConsumerLoop::new(
+            settings,
+            handler,
+            self.dead_letter_queue(),
+            self.metrics.clone(),
+        )?)
+    }
+
+    pub fn ops_state(&self) -> OpsState {
+        OpsState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+        }
+    }
+}
+
+/// Binds a listen address (port 0 picks a free port).
+pub fn bind(address: &str) -> Result<TcpListener, StartError> {
+    http::bind(address).map_err(|source| StartError::Bind {
+        address: address.to_owned(),
+        source,
+    })
+}
+
+/// A consumer service: the ops server and one consumer loop, stopped together.
+pub struct ConsumerService<H: BatchHandler> {
+    listener: TcpListener,
+    ops: OpsState,
+    consumer: ConsumerLoop<H>,
+    producer: EventProducer,
+}
+
+impl<H: BatchHandler> ConsumerService<H> {
+    pub fn new(
+        base: &ServiceBase,
+        listen: &str,
+        consumer: ConsumerLoop<H>,
+    ) -> Result<Self, StartError> {
+        Ok(Self {
+            listener: bind(listen)?,
+            ops: base.ops_state(),
+            consumer,
+            producer: base.producer.clone(),
+        })
+    }
+
+    /// The port the ops server listens on.
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|address| address.port())
+            .unwrap_or(0)
+    }
+
+    /// Serves until the token is cancelled; the consumer then drains and commits.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let ops = tokio::spawn(http::serve_ops(self.listener, self.ops, shutdown.clone()));
+        let consumer_result = self.consumer.run(shutdown.clone()).await;
+        // Whatever ended the consumer ends the service.
+        shutdown.cancel();
+        self.producer.flush(std::time::Duration::from_secs(2));
+        ops.await??;
+        consumer_result?;
+        Ok(())
+    }
+}
