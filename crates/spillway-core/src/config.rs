@@ -5,7 +5,7 @@
 //! Everything is parsed once into typed structs and validated before a service connects to
 //! anything; a bad value stops the service with an error that names the key.
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
@@ -79,6 +79,47 @@ pub struct Settings {
     pub counter: CounterSettings,
     pub batch_writer: BatchWriterSettings,
     pub template_warmup: TemplateWarmupSettings,
+    /// Counter namespaces by name (`[namespaces.video-likes]`).
+    pub namespaces: BTreeMap<String, NamespaceSettings>,
+}
+
+/// How a namespace counts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterKind {
+    /// Each member counts at most once and can leave (likes).
+    Distinct,
+    /// Increments add up (views).
+    Sum,
+}
+
+/// A counter namespace.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct NamespaceSettings {
+    pub kind: CounterKind,
+    /// Also keep a column of the user's own table current.
+    #[serde(default)]
+    pub mirror: Option<MirrorSettings>,
+}
+
+/// `UPDATE <table> SET <column> = value WHERE <key_column> = entity_id::<key_type>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MirrorSettings {
+    pub table: String,
+    pub column: String,
+    #[serde(default = "default_key_column")]
+    pub key_column: String,
+    /// The SQL type of the key column: `text`, `bigint` or `uuid`.
+    #[serde(default = "default_key_type")]
+    pub key_type: String,
+}
+
+fn default_key_column() -> String {
+    "id".into()
+}
+
+fn default_key_type() -> String {
+    "text".into()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -256,6 +297,10 @@ impl Default for GatewaySettings {
 pub struct CounterSettings {
     pub listen: String,
     pub group_id: String,
+    /// Flush to the database once this many counters are dirty ...
+    pub flush_max_entities: usize,
+    /// ... or this long after the last flush, whichever comes first.
+    pub flush_interval_ms: u64,
 }
 
 impl Default for CounterSettings {
@@ -263,6 +308,8 @@ impl Default for CounterSettings {
         Self {
             listen: "127.0.0.1:8081".into(),
             group_id: "spillway-counter".into(),
+            flush_max_entities: 1_000,
+            flush_interval_ms: 1_000,
         }
     }
 }
@@ -419,6 +466,21 @@ impl Settings {
         ] {
             non_empty(key, group)?;
         }
+        in_range(
+            "counter.flush_max_entities",
+            self.counter.flush_max_entities as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "counter.flush_interval_ms",
+            self.counter.flush_interval_ms,
+            10,
+            600_000,
+        )?;
+        for (name, namespace) in &self.namespaces {
+            validate_namespace(name, namespace)?;
+        }
         Ok(())
     }
 
@@ -426,6 +488,30 @@ impl Settings {
     pub fn to_masked_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
+}
+
+fn validate_namespace(name: &str, namespace: &NamespaceSettings) -> Result<(), ConfigError> {
+    let key = format!("namespaces.{name}");
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid_name {
+        return Err(invalid(&key, "a namespace name is 1-64 of [A-Za-z0-9._-]"));
+    }
+    if let Some(mirror) = &namespace.mirror {
+        identifier(&format!("{key}.mirror.table"), &mirror.table)?;
+        identifier(&format!("{key}.mirror.column"), &mirror.column)?;
+        identifier(&format!("{key}.mirror.key_column"), &mirror.key_column)?;
+        if !["text", "bigint", "uuid"].contains(&mirror.key_type.as_str()) {
+            return Err(invalid(
+                &format!("{key}.mirror.key_type"),
+                "must be text, bigint or uuid",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {

@@ -4,6 +4,7 @@
 //! - [`telemetry`]: `tracing` logs in JSON or pretty form.
 //! - [`http`]: the ops endpoints (`/healthz`, `/readyz`, `/metrics`) and problem+json errors.
 //! - [`wire`]: the protobuf messages on the Kafka topics, and their JSON form.
+//! - [`counters`]: counter state in Redis with the database behind it.
 //! - [`kafka`]: the idempotent producer, the at-least-once consumer loop, the DLQ and topic admin.
 //! - [`redis`]: the connection pool and the Lua scripts' home.
 //! - [`db`]: the database connection and the migrations run at start.
@@ -14,6 +15,7 @@
 //! - [`shutdown`]: one signal that reaches every task; SIGTERM drains, a second signal exits.
 
 pub mod config;
+pub mod counters;
 pub mod db;
 pub mod http;
 pub mod kafka;

@@ -38,6 +38,18 @@ pub fn pool(settings: &RedisSettings) -> Result<Pool, RedisError> {
     Ok(config.create_pool(Some(Runtime::Tokio1))?)
 }
 
+/// The Lua scripts, loaded from `crates/spillway-core/lua/`.
+pub mod scripts {
+    use std::sync::LazyLock;
+
+    /// Applies one counter event exactly once (see the script's header).
+    pub static COUNTER_APPLY: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("../lua/counter_apply.lua")));
+    /// Creates a counter hash from its database row unless it exists.
+    pub static COUNTER_LOAD: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("../lua/counter_load.lua")));
+}
+
 /// Runs a Redis future under a deadline, so a hung Redis cannot hang a request.
 pub async fn with_timeout<T, E>(
     timeout: Duration,

@@ -97,6 +97,10 @@ pub trait BatchHandler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Called after a rebalance with the partitions this consumer now owns, so the handler can
+    /// drop state of partitions it lost (their new owner replays them).
+    fn on_assignment(&self, _assigned: &[(String, i32)]) {}
+
     /// Whether to flush now, given the time since the last flush. Default: after every batch.
     fn flush_due(&self, _since_last_flush: Duration) -> bool {
         true

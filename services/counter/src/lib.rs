@@ -1,0 +1,63 @@
+//! The counter service: applies counter events (likes, views) to Redis exactly once and writes
+//! the counters behind to the database in bulk.
+//!
+//! A request meets the modules in this order:
+//! - [`handler`]: the consumer's batch handler; checks that Redis still holds what it wrote
+//!   (the epoch), applies each event with one Lua script, loads counters Redis lost from the
+//!   database, and marks what changed as dirty.
+//! - [`apply`]: the Redis side: the apply pipeline and the epoch.
+//! - [`flush`]: the write-behind: dirty counters and members to PostgreSQL in one transaction,
+//!   after which the consumer stores the offsets.
+
+pub mod apply;
+pub mod flush;
+pub mod handler;
+mod metrics;
+
+use std::sync::Arc;
+
+use spillway_core::{
+    config::Settings,
+    service::{ConsumerService, ServiceBase},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::CounterHandler;
+
+/// The counter service, built and bound, not yet running.
+pub struct Application {
+    service: ConsumerService<CounterHandler>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let mut base = ServiceBase::start("counter", settings, &[]).await?;
+        let redis = base.with_redis()?;
+        let db = base.with_database().await?;
+        let settings = &base.settings;
+        let handler = Arc::new(CounterHandler::new(
+            redis,
+            db,
+            base.keys.clone(),
+            settings.namespaces.clone(),
+            handler::FlushRule::from_settings(&settings.counter),
+            metrics::CounterMetrics::new(&base.metrics),
+        ));
+        let consumer = base.consumer(
+            &settings.counter.group_id,
+            vec![settings.kafka.counter_events.name.clone()],
+            handler,
+        )?;
+        let service = ConsumerService::new(&base, &base.settings.counter.listen, consumer)?;
+        Ok(Self { service })
+    }
+
+    /// The port of the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub fn port(&self) -> u16 {
+        self.service.port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.service.run_until_stopped(shutdown).await
+    }
+}
