@@ -184,7 +184,7 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             bootstrap: "127.0.0.1:19092".into(),
-            produce_timeout_ms: 2_000,
+            produce_timeout_ms: 1_500,
             consumer_batch_size: 1_000,
             consumer_linger_ms: 50,
             counter_events: TopicSettings::new("spillway.counter-events.v1", 6),

@@ -1,0 +1,132 @@
+//! The gateway: spillway's REST front door (actix-web). It answers reads from Redis (the
+//! database on a miss) and acknowledges changes once Kafka holds them; the consumer services
+//! do the rest.
+//!
+//! A request meets the modules in this order:
+//! - [`middleware`]: request id, deadline, request metrics.
+//! - [`auth`]: the member from the bearer JWT.
+//! - [`routes`]: one module per resource (`/v1/counters`, ...), checking input with [`validate`].
+//! - [`error`]: every failure becomes problem+json in one place.
+
+pub mod auth;
+pub mod error;
+pub mod middleware;
+pub mod routes;
+pub mod validate;
+
+use std::{collections::BTreeMap, net::TcpListener, time::Duration};
+
+use actix_web::{App, HttpServer, middleware::from_fn, web};
+use spillway_core::{
+    config::{NamespaceSettings, Settings},
+    db::Db,
+    http::{self, OpsState},
+    kafka::producer::{Delivered, EventProducer},
+    redis::{Keys, RedisPool},
+    service::{self, ServiceBase},
+    wire::{self, CounterEvent},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{error::ApiError, middleware::RequestObserver};
+
+/// What the handlers share.
+pub struct AppState {
+    pub namespaces: BTreeMap<String, NamespaceSettings>,
+    pub redis: RedisPool,
+    pub redis_timeout: Duration,
+    pub db: Db,
+    pub producer: EventProducer,
+    pub keys: Keys,
+    pub counter_topic: String,
+}
+
+impl AppState {
+    /// Publishes a counter event keyed `namespace/entity_id`; returns once Kafka holds it.
+    pub async fn publish_counter_event(&self, event: &CounterEvent) -> Result<Delivered, ApiError> {
+        let key = format!("{}/{}", event.namespace, event.entity_id);
+        let headers = [
+            (wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE),
+            (wire::REQUEST_ID_HEADER, event.request_id.as_str()),
+        ];
+        Ok(self
+            .producer
+            .send(
+                &self.counter_topic,
+                key.as_bytes(),
+                &wire::encode(event),
+                &headers,
+            )
+            .await?)
+    }
+}
+
+/// The gateway, built and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    ops: OpsState,
+    observer: web::Data<RequestObserver>,
+    authenticator: web::Data<auth::Authenticator>,
+    producer: EventProducer,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.jwt_secret.expose().is_empty() {
+            anyhow::bail!("configuration key `jwt_secret` (SPILLWAY_JWT_SECRET): must be set");
+        }
+        let mut base = ServiceBase::start("gateway", settings, &[]).await?;
+        let redis = base.with_redis()?;
+        let db = base.with_database().await?;
+        let settings = &base.settings;
+        let state = AppState {
+            namespaces: settings.namespaces.clone(),
+            redis,
+            redis_timeout: Duration::from_millis(settings.redis.timeout_ms),
+            db,
+            producer: base.producer.clone(),
+            keys: base.keys.clone(),
+            counter_topic: settings.kafka.counter_events.name.clone(),
+        };
+        let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
+        Ok(Self {
+            listener: service::bind(&settings.gateway.listen)?,
+            observer: web::Data::new(RequestObserver::new(&base.metrics, deadline)),
+            authenticator: web::Data::new(auth::Authenticator::new(settings.jwt_secret.expose())),
+            state: web::Data::new(state),
+            ops: base.ops_state(),
+            producer: base.producer.clone(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|address| address.port())
+            .unwrap_or(0)
+    }
+
+    /// Serves until the token is cancelled, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (state, ops, observer, authenticator) =
+            (self.state, self.ops, self.observer, self.authenticator);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(observer.clone())
+                .app_data(authenticator.clone())
+                .wrap(from_fn(middleware::observe))
+                .configure(http::configure_ops(ops.clone()))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(self.listener)?
+        .run();
+        http::run_until_cancelled(server, shutdown).await?;
+        self.producer.flush(Duration::from_secs(2));
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! `/v1/counters`: likes (distinct members) and views (sums). A change is answered 202 once
+//! Kafka holds its event (`acks=all`); the counter service applies it. Reads come from Redis,
+//! or the database while Redis rebuilds.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use spillway_core::{
+    config::{CounterKind, NamespaceSettings},
+    counters,
+    wire::{self, CounterEvent, CounterOperation},
+};
+
+use crate::{
+    AppState,
+    auth::{MaybeMember, Member},
+    error::ApiError,
+    middleware::RequestId,
+    validate,
+};
+
+/// Ids one multi-read may ask for.
+const MAX_IDS: usize = 1_000;
+/// How long a used Idempotency-Key is remembered.
+const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
+const DELTA_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/counters/{namespace}", web::get().to(get_many))
+        .route(
+            "/v1/counters/{namespace}/{entity_id}",
+            web::get().to(get_one),
+        )
+        .route(
+            "/v1/counters/{namespace}/{entity_id}/members/me",
+            web::put().to(join),
+        )
+        .route(
+            "/v1/counters/{namespace}/{entity_id}/members/me",
+            web::delete().to(leave),
+        )
+        .route(
+            "/v1/counters/{namespace}/{entity_id}/increments",
+            web::post().to(increment),
+        );
+}
+
+fn namespace<'a>(state: &'a AppState, name: &str) -> Result<&'a NamespaceSettings, ApiError> {
+    state
+        .namespaces
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown counter namespace `{name}`")))
+}
+
+fn require_kind(
+    name: &str,
+    namespace: &NamespaceSettings,
+    kind: CounterKind,
+    call: &str,
+) -> Result<(), ApiError> {
+    if namespace.kind == kind {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "{call} is for {kind:?} namespaces; `{name}` is {:?}",
+            namespace.kind
+        )))
+    }
+}
+
+/// A counter's value and whether `member` is counted, Redis first, the database on a miss.
+async fn value_and_membership(
+    state: &AppState,
+    namespace: &str,
+    entity_id: &str,
+    member: Option<&str>,
+) -> Result<(i64, bool), ApiError> {
+    let counter_key = state.keys.counter(namespace, entity_id);
+    let members_key = state.keys.counter_members(namespace, entity_id);
+    let mut connection = state.redis.get().await?;
+    let mut pipeline = redis::pipe();
+    pipeline.hget(&counter_key, "v");
+    pipeline.sismember(&members_key, member.unwrap_or(""));
+    let (value, is_member): (Option<i64>, bool) = spillway_core::redis::with_timeout(
+        state.redis_timeout,
+        pipeline.query_async(&mut connection),
+    )
+    .await?;
+    if let Some(value) = value {
+        return Ok((value, is_member));
+    }
+    let rows = counters::load_rows(&state.db, namespace, &[entity_id.to_owned()]).await?;
+    let value = rows.get(entity_id).map_or(0, |row| row.value);
+    let is_member = match member {
+        Some(member) => counters::is_member_in_db(&state.db, namespace, entity_id, member).await?,
+        None => false,
+    };
+    Ok((value, is_member))
+}
+
+fn event(
+    namespace: &str,
+    entity_id: &str,
+    request_id: &str,
+    operation: CounterOperation,
+) -> CounterEvent {
+    CounterEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        accepted_at: Some(wire::now()),
+        request_id: request_id.to_owned(),
+        namespace: namespace.to_owned(),
+        entity_id: entity_id.to_owned(),
+        member: String::new(),
+        operation: operation as i32,
+        delta: 0,
+    }
+}
+
+async fn join(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    member: Member,
+    request_id: web::ReqData<RequestId>,
+) -> Result<HttpResponse, ApiError> {
+    change_membership(&state, &path.0, &path.1, &member, &request_id.0, true).await
+}
+
+async fn leave(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    member: Member,
+    request_id: web::ReqData<RequestId>,
+) -> Result<HttpResponse, ApiError> {
+    change_membership(&state, &path.0, &path.1, &member, &request_id.0, false).await
+}
+
+/// Publishes a like (join) or an unlike, answering the value the caller should now see.
+async fn change_membership(
+    state: &AppState,
+    namespace_name: &str,
+    entity_id: &str,
+    member: &Member,
+    request_id: &str,
+    join: bool,
+) -> Result<HttpResponse, ApiError> {
+    let namespace = namespace(state, namespace_name)?;
+    require_kind(
+        namespace_name,
+        namespace,
+        CounterKind::Distinct,
+        "members/me",
+    )?;
+    validate::entity_id(entity_id)?;
+    let (value, was_member) =
+        value_and_membership(state, namespace_name, entity_id, Some(&member.id)).await?;
+    let operation = if join {
+        CounterOperation::AddMember
+    } else {
+        CounterOperation::RemoveMember
+    };
+    let mut counter_event = event(namespace_name, entity_id, request_id, operation);
+    counter_event.member = member.id.clone();
+    state.publish_counter_event(&counter_event).await?;
+    let value = match (join, was_member) {
+        (true, false) => value + 1,
+        (false, true) => value - 1,
+        _ => value,
+    };
+    Ok(HttpResponse::Accepted().json(json!({"value": value, "member": join})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrementBody {
+    delta: i64,
+}
+
+async fn increment(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    body: web::Json<IncrementBody>,
+    request_id: web::ReqData<RequestId>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace_name, entity_id) = path.into_inner();
+    let namespace = namespace(&state, &namespace_name)?;
+    require_kind(&namespace_name, namespace, CounterKind::Sum, "increments")?;
+    validate::entity_id(&entity_id)?;
+    if !DELTA_RANGE.contains(&body.delta) {
+        return Err(ApiError::InvalidField {
+            field: "delta".into(),
+            detail: format!("delta {} is outside 1..=1000000", body.delta),
+        });
+    }
+    let idempotency_key = match request.headers().get("idempotency-key") {
+        Some(value) => {
+            let key = value.to_str().unwrap_or("");
+            validate::idempotency_key(key)?;
+            Some(format!(
+                "{}:idem:{key}",
+                state.keys.counter(&namespace_name, &entity_id)
+            ))
+        }
+        None => None,
+    };
+    let (value, _) = value_and_membership(&state, &namespace_name, &entity_id, None).await?;
+    if let Some(key) = &idempotency_key
+        && !claim_idempotency_key(&state, key).await?
+    {
+        return Ok(HttpResponse::Accepted().json(json!({"value": value, "replayed": true})));
+    }
+    let mut counter_event = event(
+        &namespace_name,
+        &entity_id,
+        &request_id.0,
+        CounterOperation::Increment,
+    );
+    counter_event.delta = body.delta;
+    if let Err(error) = state.publish_counter_event(&counter_event).await {
+        if let Some(key) = &idempotency_key {
+            release_idempotency_key(&state, key).await;
+        }
+        return Err(error);
+    }
+    Ok(HttpResponse::Accepted().json(json!({"value": value + body.delta})))
+}
+
+/// Claims a key for this request; false when an earlier request with it was accepted.
+async fn claim_idempotency_key(state: &AppState, key: &str) -> Result<bool, ApiError> {
+    let mut connection = state.redis.get().await?;
+    let claimed: Option<String> = spillway_core::redis::with_timeout(
+        state.redis_timeout,
+        redis::cmd("SET")
+            .arg(key)
+            .arg("accepted")
+            .arg("NX")
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL_SECONDS)
+            .query_async(&mut connection),
+    )
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Frees a key whose request was not accepted (Kafka refused it), so a retry counts.
+async fn release_idempotency_key(state: &AppState, key: &str) {
+    if let Ok(mut connection) = state.redis.get().await
+        && let Err(error) = redis::cmd("DEL")
+            .arg(key)
+            .query_async::<i64>(&mut connection)
+            .await
+    {
+        tracing::warn!(%error, "releasing an idempotency key failed");
+    }
+}
+
+async fn get_one(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    caller: MaybeMember,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace_name, entity_id) = path.into_inner();
+    let namespace = namespace(&state, &namespace_name)?;
+    validate::entity_id(&entity_id)?;
+    let member = caller.0.filter(|_| namespace.kind == CounterKind::Distinct);
+    let (value, is_member) = value_and_membership(
+        &state,
+        &namespace_name,
+        &entity_id,
+        member.as_ref().map(|m| m.id.as_str()),
+    )
+    .await?;
+    let mut body = json!({"namespace": namespace_name, "entity_id": entity_id, "value": value});
+    if member.is_some() {
+        body["member"] = json!(is_member);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Debug, Deserialize)]
+struct IdsQuery {
+    ids: Option<String>,
+}
+
+async fn get_many(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<IdsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let namespace_name = path.into_inner();
+    namespace(&state, &namespace_name)?;
+    let ids: Vec<String> = query
+        .ids
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::InvalidField {
+            field: "ids".into(),
+            detail: format!("`ids` must list 1-{MAX_IDS} comma-separated entity ids"),
+        });
+    }
+    for id in &ids {
+        validate::entity_id(id)?;
+    }
+    let values =
+        counters::read_values(&state.redis, &state.db, &state.keys, &namespace_name, &ids).await?;
+    Ok(HttpResponse::Ok().json(json!({"values": values})))
+}
