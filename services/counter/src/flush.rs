@@ -132,6 +132,48 @@ pub async fn write(
     transaction.commit().await
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(
+        "configuration key `namespaces.{namespace}.mirror`: column {table}.{column} does not exist in the database schema"
+    )]
+    MissingColumn {
+        namespace: String,
+        table: String,
+        column: String,
+    },
+    #[error("checking mirror tables: {0}")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+/// At start: every mirror's table and columns exist, so a flush cannot fail on them forever.
+pub async fn check_mirrors(
+    db: &DatabaseConnection,
+    namespaces: &BTreeMap<String, NamespaceSettings>,
+) -> Result<(), MirrorError> {
+    for (name, namespace) in namespaces {
+        let Some(mirror) = &namespace.mirror else {
+            continue;
+        };
+        for column in [&mirror.column, &mirror.key_column] {
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 1 AS found FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+                [mirror.table.as_str().into(), column.as_str().into()],
+            );
+            if db.query_one_raw(statement).await?.is_none() {
+                return Err(MirrorError::MissingColumn {
+                    namespace: name.clone(),
+                    table: mirror.table.clone(),
+                    column: column.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@ impl Application {
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let settings = &base.settings;
+        flush::check_mirrors(&db, &settings.namespaces).await?;
         let handler = Arc::new(CounterHandler::new(
             redis,
             db,

@@ -1,1 +1,11 @@
-fn main() {}
+//! The template-warmup binary: load the configuration, start, run until SIGTERM.
+
+use spillway_core::{config::Settings, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    telemetry::init(&settings.log);
+    let application = template_warmup::Application::build(settings).await?;
+    application.run_until_stopped(shutdown::on_signals()).await
+}
