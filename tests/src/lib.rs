@@ -1,1 +1,162 @@
-//! Helpers for the cross-service tests.
+//! Helpers for spillway's cross-service tests, which run the real services against the real
+//! local stack (`cargo xtask test` starts it).
+//!
+//! - [`TestConfig`]: a configuration of its own for each test (topics, consumer groups,
+//!   Redis key prefix, database schema), so tests run in parallel without seeing each other.
+//! - [`spawn`]: the services in-process on port 0, stopped by their shutdown token.
+//! - [`process`]: the service binaries as child processes, for SIGTERM and `kill -9`.
+//! - [`stack`]: the local stack's addresses, and stopping/starting a component (fault tests).
+//! - [`kafka`] and [`db`]: reading and writing the stack directly, as an outside client would.
+
+pub mod db;
+pub mod kafka;
+pub mod process;
+pub mod redis_client;
+pub mod spawn;
+pub mod stack;
+
+use std::{path::PathBuf, time::Duration};
+
+use spillway_core::config::Settings;
+
+pub use spawn::{
+    RunningService, spawn_batch_writer, spawn_counter, spawn_gateway, spawn_template_warmup,
+};
+
+/// The JWT secret every test configuration uses.
+pub const JWT_SECRET: &str = "test-secret";
+
+/// One test's private names on the shared stack, and the configuration built from them.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    pub id: String,
+    pub counter_topic: String,
+    pub warmup_topic: String,
+    pub dlq_topic: String,
+    pub key_prefix: String,
+    pub schema: String,
+    /// Extra TOML appended to the generated file (namespaces, tuning).
+    pub extra_toml: String,
+    pub file: PathBuf,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl TestConfig {
+    /// Fresh names for a test; `extra_toml` adds sections such as namespaces.
+    pub fn new(extra_toml: &str) -> Self {
+        let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("spillway.toml");
+        let config = Self {
+            counter_topic: format!("{id}.counter-events"),
+            warmup_topic: format!("{id}.warmup-requests"),
+            dlq_topic: format!("{id}.dlq"),
+            key_prefix: format!("{id}:"),
+            schema: id.clone(),
+            extra_toml: extra_toml.to_owned(),
+            file,
+            id,
+            _dir: std::sync::Arc::new(dir),
+        };
+        std::fs::write(&config.file, config.toml()).expect("write test config");
+        config
+    }
+
+    /// The two sample namespaces, with the mirror into this test's own `videos` table.
+    pub fn with_sample_namespaces() -> Self {
+        Self::new(SAMPLE_NAMESPACES)
+    }
+
+    pub fn consumer_group(&self, service: &str) -> String {
+        format!("{}-{service}", self.id)
+    }
+
+    /// The TOML file every service of this test reads.
+    pub fn toml(&self) -> String {
+        let stack = stack::Stack::from_env();
+        format!(
+            r#"jwt_secret = "{JWT_SECRET}"
+[log]
+format = "json"
+level = "warn"
+[kafka]
+bootstrap = "{kafka}"
+consumer_linger_ms = 20
+counter_events = {{ name = "{counter_topic}", partitions = 4 }}
+warmup_requests = {{ name = "{warmup_topic}", partitions = 2 }}
+dlq = {{ name = "{dlq_topic}", partitions = 1 }}
+writes_prefix = "{id}.writes."
+[redis]
+url = "{redis}"
+key_prefix = "{key_prefix}"
+[database]
+url = "{database}"
+schema = "{schema}"
+max_connections = 8
+[s3]
+endpoint = "{s3}"
+bucket = "{id}"
+[gateway]
+listen = "127.0.0.1:0"
+[counter]
+listen = "127.0.0.1:0"
+group_id = "{id}-counter"
+flush_interval_ms = 200
+[batch_writer]
+listen = "127.0.0.1:0"
+group_id = "{id}-batch-writer"
+[template_warmup]
+listen = "127.0.0.1:0"
+group_id = "{id}-template-warmup"
+{extra}
+"#,
+            kafka = stack.kafka,
+            redis = stack.redis_url,
+            database = stack.database_url,
+            s3 = stack.s3_endpoint,
+            counter_topic = self.counter_topic,
+            warmup_topic = self.warmup_topic,
+            dlq_topic = self.dlq_topic,
+            key_prefix = self.key_prefix,
+            schema = self.schema,
+            id = self.id,
+            extra = self.extra_toml,
+        )
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::load_from(Some(self.file.clone())).expect("test configuration is valid")
+    }
+}
+
+/// `video-likes` (distinct, mirrored into `videos.like_count`) and `video-views` (sum).
+pub const SAMPLE_NAMESPACES: &str = r#"
+[namespaces.video-likes]
+kind = "distinct"
+mirror = { table = "videos", column = "like_count", key_column = "id", key_type = "text" }
+[namespaces.video-views]
+kind = "sum"
+"#;
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A member token signed with the tests' secret.
+pub fn token(member: &str) -> String {
+    gateway::auth::issue_token(JWT_SECRET, member, &[], 3600)
+}

@@ -1,0 +1,148 @@
+//! The service binaries as child processes: for tests that send SIGTERM or `kill -9`.
+//! `cargo xtask test` builds the binaries before the tests run.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::TestConfig;
+
+/// A service binary running as a child process.
+pub struct ServiceProcess {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+/// `target/debug` (or wherever this test binary's profile directory is).
+fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+impl ServiceProcess {
+    /// Starts `name` (`counter`, `gateway`, ...) with the test's configuration and waits until
+    /// its `/healthz` answers.
+    pub async fn start(name: &str, config: &TestConfig) -> Self {
+        Self::start_with_env(name, config, &[]).await
+    }
+
+    /// Like [`ServiceProcess::start`], with extra environment variables.
+    pub async fn start_with_env(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
+        let binary = binary_dir().join(name);
+        assert!(
+            binary.exists(),
+            "{} is missing: run `cargo build --workspace --bins` (cargo xtask test does)",
+            binary.display()
+        );
+        let port = free_port();
+        let section = name.replace('-', "_").to_uppercase();
+        let child = Command::new(&binary)
+            .env("SPILLWAY_CONFIG", &config.file)
+            .env(
+                format!("SPILLWAY_{section}__LISTEN"),
+                format!("127.0.0.1:{port}"),
+            )
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn service binary");
+        let process = Self {
+            name: name.to_owned(),
+            port,
+            child,
+        };
+        process.wait_healthy().await;
+        process
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn wait_healthy(&self) {
+        let url = self.url("/healthz");
+        crate::eventually(
+            &format!("{} /healthz", self.name),
+            Duration::from_secs(60),
+            || async {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the service");
+    }
+
+    /// `kill -9`: no drain, no commit.
+    pub fn kill_hard(mut self) {
+        self.signal(Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit; returns the status and the time it took.
+    pub fn terminate(mut self, timeout: Duration) -> (Option<ExitStatus>, Duration) {
+        let started = Instant::now();
+        self.signal(Signal::SIGTERM);
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.signal(Signal::SIGKILL);
+        let _ = self.child.wait();
+        (None, started.elapsed())
+    }
+
+    /// Runs the binary with a bad environment and returns its exit status and stderr.
+    pub fn run_expecting_failure(
+        name: &str,
+        config: &TestConfig,
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
+        let output = Command::new(binary_dir().join(name))
+            .env("SPILLWAY_CONFIG", &config.file)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run service binary");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

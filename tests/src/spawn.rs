@@ -1,0 +1,66 @@
+//! The services in-process, each on port 0, stopped through its shutdown token.
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::TestConfig;
+
+/// A service running in this test process.
+pub struct RunningService {
+    pub port: u16,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningService {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Cancels the token and waits for the service to drain and stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+fn run<F>(port: u16, run: impl FnOnce(CancellationToken) -> F) -> RunningService
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(shutdown.clone()));
+    RunningService {
+        port,
+        shutdown,
+        task,
+    }
+}
+
+pub async fn spawn_gateway(config: &TestConfig) -> RunningService {
+    let app = gateway::Application::build(config.settings())
+        .await
+        .expect("gateway starts");
+    run(app.port(), |token| app.run_until_stopped(token))
+}
+
+pub async fn spawn_counter(config: &TestConfig) -> RunningService {
+    let app = counter::Application::build(config.settings())
+        .await
+        .expect("counter starts");
+    run(app.port(), |token| app.run_until_stopped(token))
+}
+
+pub async fn spawn_batch_writer(config: &TestConfig) -> RunningService {
+    let app = batch_writer::Application::build(config.settings())
+        .await
+        .expect("batch-writer starts");
+    run(app.port(), |token| app.run_until_stopped(token))
+}
+
+pub async fn spawn_template_warmup(config: &TestConfig) -> RunningService {
+    let app = template_warmup::Application::build(config.settings())
+        .await
+        .expect("template-warmup starts");
+    run(app.port(), |token| app.run_until_stopped(token))
+}
