@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
-    providers::{Env, Format, Serialized, Toml},
+    providers::{Env, Format, Toml},
 };
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -20,11 +20,25 @@ const DEFAULT_CONFIG_PATH: &str = "config/spillway.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(Box<figment::Error>),
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
     #[error("configuration file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+}
+
+/// A figment error as "configuration key `a.b`: what is wrong (where it came from)".
+fn parse_error(error: figment::Error) -> ConfigError {
+    if error.path.is_empty() {
+        return ConfigError::Parse(Box::new(error));
+    }
+    let key = error.path.join(".").to_lowercase();
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|metadata| format!(" (from {})", metadata.name))
+        .unwrap_or_default();
+    invalid(&key, format!("{}{source}", error.kind))
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -355,7 +369,9 @@ impl Settings {
 
     /// Loads from an explicit file (or none: defaults and environment only).
     pub fn load_from(path: Option<PathBuf>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        // Defaults come from `#[serde(default)]` on each struct (not from serializing
+        // `Settings::default()`, which would mask the default secrets).
+        let mut figment = Figment::new();
         match path {
             Some(path) if !path.exists() => {
                 return Err(ConfigError::File {
@@ -373,10 +389,7 @@ impl Settings {
             .split("__")
             .ignore(&["config"])
             .lowercase(true);
-        let settings: Settings = figment
-            .merge(env)
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let settings: Settings = figment.merge(env).extract().map_err(parse_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -580,7 +593,14 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[kafka]\nconsumer_batch_size = \"many\"\n").unwrap();
         let error = Settings::load_from(Some(path)).unwrap_err().to_string();
-        assert!(error.contains("consumer_batch_size"), "{error}");
+        assert!(error.contains("`kafka.consumer_batch_size`"), "{error}");
+    }
+
+    #[test]
+    fn defaults_keep_their_secrets_when_loaded() {
+        let settings = Settings::load_from(None).unwrap();
+        assert_eq!(settings.s3.secret_key.expose(), "spillway-secret");
+        assert!(settings.redis.url.expose().starts_with("redis://"));
     }
 
     #[test]

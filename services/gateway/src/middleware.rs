@@ -87,11 +87,15 @@ pub async fn observe(
     let method = request.method().to_string();
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let http_request = request.request().clone();
     let started = Instant::now();
     let mut response = match tokio::time::timeout(observer.deadline, next.call(request)).await {
         Ok(outcome) => outcome?.map_into_boxed_body(),
         Err(_) => {
+            // The request was moved into the handler; answer through the error path.
+            observer
+                .requests
+                .with_label_values(&[&route, &method, "503"])
+                .inc();
             let problem = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "deadline-exceeded",
@@ -100,8 +104,9 @@ pub async fn observe(
                     observer.deadline.as_millis()
                 ),
             )
-            .with_retry_after(1);
-            ServiceResponse::new(http_request, problem.to_response())
+            .with_retry_after(1)
+            .with("request_id", id);
+            return Err(problem.into());
         }
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
