@@ -8,10 +8,12 @@
 //! - [`stack`]: the local stack's addresses, and stopping/starting a component (fault tests).
 //! - [`kafka`] and [`db`]: reading and writing the stack directly, as an outside client would.
 
+pub mod api;
 pub mod db;
 pub mod kafka;
 pub mod process;
 pub mod redis_client;
+pub mod scenario;
 pub mod spawn;
 pub mod stack;
 

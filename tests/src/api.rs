@@ -1,0 +1,92 @@
+//! A small client of the gateway's REST API, as a backend team would call it.
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::token;
+
+/// The gateway at `base_url` (e.g. `http://127.0.0.1:8080`).
+#[derive(Clone)]
+pub struct Api {
+    pub base_url: String,
+    pub client: Client,
+}
+
+/// A status and the JSON body.
+pub type Answer = (StatusCode, Value);
+
+async fn answer(response: Response) -> Answer {
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+impl Api {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            client: Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub async fn like(&self, namespace: &str, entity: &str, member: &str) -> Answer {
+        let url = self.url(&format!("/v1/counters/{namespace}/{entity}/members/me"));
+        answer(
+            self.client
+                .put(url)
+                .bearer_auth(token(member))
+                .send()
+                .await
+                .expect("PUT like"),
+        )
+        .await
+    }
+
+    pub async fn unlike(&self, namespace: &str, entity: &str, member: &str) -> Answer {
+        let url = self.url(&format!("/v1/counters/{namespace}/{entity}/members/me"));
+        answer(
+            self.client
+                .delete(url)
+                .bearer_auth(token(member))
+                .send()
+                .await
+                .expect("DELETE like"),
+        )
+        .await
+    }
+
+    pub async fn increment(
+        &self,
+        namespace: &str,
+        entity: &str,
+        delta: i64,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
+        let url = self.url(&format!("/v1/counters/{namespace}/{entity}/increments"));
+        let mut request = self.client.post(url).json(&json!({ "delta": delta }));
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        answer(request.send().await.expect("POST increment")).await
+    }
+
+    pub async fn get(&self, namespace: &str, entity: &str, member: Option<&str>) -> Answer {
+        let url = self.url(&format!("/v1/counters/{namespace}/{entity}"));
+        let mut request = self.client.get(url);
+        if let Some(member) = member {
+            request = request.bearer_auth(token(member));
+        }
+        answer(request.send().await.expect("GET counter")).await
+    }
+
+    /// The counter's value as the API reports it.
+    pub async fn value(&self, namespace: &str, entity: &str) -> i64 {
+        let (status, body) = self.get(namespace, entity, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["value"].as_i64().expect("value")
+    }
+}
