@@ -1,0 +1,25 @@
+//! The demo `cargo xtask up` ends with: it runs the `spillway-demo` binary of the tests crate
+//! against the started services, which shows the main jobs working through the gateway.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{env, paths::Paths};
+
+pub fn run(paths: &Paths) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "spillway-tests",
+            "--bin",
+            "spillway-demo",
+        ])
+        .current_dir(&paths.repo)
+        .envs(env::variables(paths))
+        .status()?;
+    anyhow::ensure!(status.success(), "the demo failed");
+    Ok(())
+}

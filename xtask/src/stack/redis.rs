@@ -1,0 +1,75 @@
+//! Redis from Debian's `redis-server` package, as our own process on port 16379 with its data
+//! in `.stack/redis` (append-only file on: acknowledged counters survive a restart).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::Result;
+
+use super::Component;
+use crate::{paths::Paths, process};
+
+pub const PORT: u16 = 16379;
+
+pub struct Redis;
+
+fn answers_ping() -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", PORT)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read(&mut reply).is_ok()
+        && reply.starts_with(b"+PONG")
+}
+
+impl Component for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn port(&self) -> u16 {
+        PORT
+    }
+
+    fn install(&self, _: &Paths) -> Result<()> {
+        if !process::on_path("redis-server") {
+            process::apt_install(&["redis-server"])?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, paths: &Paths) -> Result<()> {
+        let dir = paths.state.join("redis");
+        std::fs::create_dir_all(&dir)?;
+        let port = PORT.to_string();
+        process::spawn_detached(
+            paths,
+            self.name(),
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(&dir),
+        )?;
+        process::wait_until(
+            "redis",
+            Duration::from_secs(20),
+            Some(&paths.log(self.name())),
+            answers_ping,
+        )
+    }
+}
