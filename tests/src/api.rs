@@ -3,13 +3,14 @@
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::token;
+use crate::JWT_SECRET;
 
 /// The gateway at `base_url` (e.g. `http://127.0.0.1:8080`).
 #[derive(Clone)]
 pub struct Api {
     pub base_url: String,
     pub client: Client,
+    secret: String,
 }
 
 /// A status and the JSON body.
@@ -26,7 +27,18 @@ impl Api {
         Self {
             base_url: base_url.into(),
             client: Client::new(),
+            secret: JWT_SECRET.to_owned(),
         }
+    }
+
+    /// Signs member tokens with `secret` instead of the tests' one.
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.secret = secret.to_owned();
+        self
+    }
+
+    fn token(&self, member: &str) -> String {
+        gateway::auth::issue_token(&self.secret, member, &[], 3600)
     }
 
     fn url(&self, path: &str) -> String {
@@ -38,7 +50,7 @@ impl Api {
         answer(
             self.client
                 .put(url)
-                .bearer_auth(token(member))
+                .bearer_auth(self.token(member))
                 .send()
                 .await
                 .expect("PUT like"),
@@ -51,7 +63,7 @@ impl Api {
         answer(
             self.client
                 .delete(url)
-                .bearer_auth(token(member))
+                .bearer_auth(self.token(member))
                 .send()
                 .await
                 .expect("DELETE like"),
@@ -78,7 +90,7 @@ impl Api {
         let url = self.url(&format!("/v1/counters/{namespace}/{entity}"));
         let mut request = self.client.get(url);
         if let Some(member) = member {
-            request = request.bearer_auth(token(member));
+            request = request.bearer_auth(self.token(member));
         }
         answer(request.send().await.expect("GET counter")).await
     }

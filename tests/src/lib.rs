@@ -9,6 +9,7 @@
 //! - [`kafka`] and [`db`]: reading and writing the stack directly, as an outside client would.
 
 pub mod api;
+pub mod bench;
 pub mod db;
 pub mod kafka;
 pub mod process;

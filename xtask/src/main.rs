@@ -79,6 +79,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
 fn up(paths: &Paths) -> Result<ExitCode> {
     eprintln!("stack:");
     stack::up(paths)?;
+    stack::postgres::run_sql_file(&paths.repo.join("config/sample-schema.sql"))?;
     eprintln!("services:");
     let binaries = services::build(paths)?;
     services::start(paths, &binaries)?;

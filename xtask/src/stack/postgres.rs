@@ -111,6 +111,26 @@ fn psql(bin: &Path, sql: &str) -> Result<String> {
     ]))
 }
 
+/// Runs a SQL file against the spillway database (the sample schema of `up`).
+pub fn run_sql_file(file: &Path) -> Result<()> {
+    let bin = bin_dir().context("psql not found")?;
+    process::run(
+        Command::new(bin.join("psql"))
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &PORT.to_string(),
+            ])
+            .args(["-U", USER, "-d", DATABASE, "-f"])
+            .arg(file),
+    )?;
+    Ok(())
+}
+
 impl Component for Postgres {
     fn name(&self) -> &'static str {
         "postgres"

@@ -1,0 +1,254 @@
+//! The benchmark harness behind `cargo xtask bench <name>`: latency samples summarised as
+//! percentiles, every case reported beside a baseline measured in the same run, the machine
+//! noted, a table printed and the JSON written to `target/bench/<name>-<unix time>.json`.
+
+pub mod stack;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Latencies of one case.
+#[derive(Debug, Default)]
+pub struct Samples {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Samples {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            latencies: Vec::with_capacity(capacity),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    pub fn record(&mut self, latency: Duration) {
+        self.latencies.push(latency);
+    }
+
+    /// The wall time the whole case took (for throughput).
+    pub fn set_elapsed(&mut self, elapsed: Duration) {
+        self.elapsed = elapsed;
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let at = |quantile: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+            sorted[index].as_secs_f64() * 1e3
+        };
+        let total: Duration = sorted.iter().sum();
+        Summary {
+            count: sorted.len(),
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            mean_ms: if sorted.is_empty() {
+                0.0
+            } else {
+                total.as_secs_f64() * 1e3 / sorted.len() as f64
+            },
+            per_second: if self.elapsed.is_zero() {
+                0.0
+            } else {
+                sorted.len() as f64 / self.elapsed.as_secs_f64()
+            },
+        }
+    }
+}
+
+/// Times `run` `count` times, one after another.
+pub async fn time_sequential<F, Fut>(count: usize, mut run: F) -> Samples
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut samples = Samples::with_capacity(count);
+    let started = Instant::now();
+    for i in 0..count {
+        let one = Instant::now();
+        run(i).await;
+        samples.record(one.elapsed());
+    }
+    samples.set_elapsed(started.elapsed());
+    samples
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub per_second: f64,
+}
+
+/// One line of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub case: String,
+    /// The case this one is compared with (measured in the same run).
+    pub baseline: Option<String>,
+    pub summary: Summary,
+    pub note: String,
+}
+
+/// What machine produced the figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("model name")
+                    .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0.0);
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu_model,
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    }
+}
+
+/// A benchmark's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub started_at: String,
+    pub machine: Machine,
+    pub rows: Vec<Row>,
+    /// Named figures that are not latency rows (ratios, targets met).
+    pub findings: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            machine: Machine::detect(),
+            rows: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    pub fn add(
+        &mut self,
+        case: &str,
+        baseline: Option<&str>,
+        samples: &Samples,
+        note: &str,
+    ) -> Summary {
+        let summary = samples.summary();
+        self.rows.push(Row {
+            case: case.to_owned(),
+            baseline: baseline.map(str::to_owned),
+            summary: summary.clone(),
+            note: note.to_owned(),
+        });
+        summary
+    }
+
+    pub fn finding(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.findings.push((name.to_owned(), value.to_string()));
+    }
+
+    fn row(&self, case: &str) -> Option<&Row> {
+        self.rows.iter().find(|row| row.case == case)
+    }
+
+    /// The table, as Markdown (so it pastes into docs/benchmarks.md).
+    pub fn table(&self) -> String {
+        let machine = &self.machine;
+        let mut out = format!(
+            "benchmark `{}` at {} on {} CPUs ({}), {} GiB, Linux {}\n\n",
+            self.name,
+            self.started_at,
+            machine.cpus,
+            machine.cpu_model,
+            machine.memory_gib,
+            machine.kernel
+        );
+        out.push_str("| case | n | p50 ms | p95 ms | p99 ms | per s | p50 vs baseline | note |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n");
+        for row in &self.rows {
+            let s = &row.summary;
+            let versus = match row.baseline.as_deref().and_then(|b| self.row(b)) {
+                Some(base) if base.summary.p50_ms > 0.0 => {
+                    format!("{:.2}x `{}`", s.p50_ms / base.summary.p50_ms, base.case)
+                }
+                _ => "baseline".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {} | {} |\n",
+                row.case, s.count, s.p50_ms, s.p95_ms, s.p99_ms, s.per_second, versus, row.note
+            ));
+        }
+        for (name, value) in &self.findings {
+            out.push_str(&format!("\n- {name}: {value}"));
+        }
+        out.push('\n');
+        out
+    }
+
+    /// Prints the table and writes the JSON; returns the JSON's path.
+    pub fn publish(&self) -> anyhow::Result<std::path::PathBuf> {
+        println!("{}", self.table());
+        let dir = crate::stack::workspace_root().join("target/bench");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!(
+            "{}-{}.json",
+            self.name,
+            chrono::Utc::now().timestamp()
+        ));
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)?;
+        println!("written: {}", path.display());
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_sorted_samples() {
+        let mut samples = Samples::default();
+        for ms in (1..=100).rev() {
+            samples.record(Duration::from_millis(ms));
+        }
+        samples.set_elapsed(Duration::from_secs(1));
+        let summary = samples.summary();
+        assert_eq!(summary.count, 100);
+        assert!((summary.p50_ms - 51.0).abs() < 1.01, "{summary:?}");
+        assert!((summary.p99_ms - 99.0).abs() < 1.01, "{summary:?}");
+        assert!((summary.per_second - 100.0).abs() < 1e-9);
+    }
+}

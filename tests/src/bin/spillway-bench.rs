@@ -1,0 +1,16 @@
+//! `cargo xtask bench <name>`: runs a named benchmark against the running stack, prints its
+//! table and writes its JSON under `target/bench/`.
+
+use anyhow::{Result, bail};
+use spillway_tests::bench;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let report = match name.as_str() {
+        "stack" => bench::stack::run().await?,
+        other => bail!("unknown benchmark `{other}`; known: stack"),
+    };
+    report.publish()?;
+    Ok(())
+}

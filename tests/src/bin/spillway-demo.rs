@@ -1,0 +1,58 @@
+//! The demo `cargo xtask up` ends with: a few likes and views through the gateway, then the
+//! counts read back from the API and from the database's mirror column.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use spillway_tests::api::Api;
+
+const GATEWAY: &str = "http://127.0.0.1:8080";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let secret = std::env::var("SPILLWAY_JWT_SECRET").context("SPILLWAY_JWT_SECRET")?;
+    let api = Api::new(GATEWAY).with_secret(&secret);
+    println!("\ndemo: counters");
+    for member in ["ada", "grace", "linus", "ada"] {
+        let (status, body) = api.like("video-likes", "video-1", member).await;
+        println!(
+            "  PUT  /v1/counters/video-likes/video-1/members/me as {member:<6} -> {status} {body}"
+        );
+    }
+    let (status, body) = api.unlike("video-likes", "video-1", "linus").await;
+    println!("  DELETE .../video-1/members/me as linus  -> {status} {body}");
+    for _ in 0..5 {
+        api.increment("video-views", "video-1", 1, None).await;
+    }
+    println!("  POST /v1/counters/video-views/video-1/increments x5 (delta 1)");
+    let expected = [("video-likes", 2), ("video-views", 5)];
+    for _ in 0..100 {
+        let mut done = true;
+        for (namespace, value) in expected {
+            done &= api.value(namespace, "video-1").await >= value;
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (namespace, _) in expected {
+        let (_, body) = api.get(namespace, "video-1", None).await;
+        println!("  GET  /v1/counters/{namespace}/video-1 -> {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let db = Database::connect(std::env::var("DATABASE_URL").context("DATABASE_URL")?).await?;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT like_count FROM videos WHERE id = 'video-1'",
+        ))
+        .await?
+        .context("videos row")?;
+    let like_count: i64 = row.try_get("", "like_count")?;
+    println!(
+        "  database: videos.like_count of video-1 = {like_count} (kept current by the counter service)"
+    );
+    Ok(())
+}
