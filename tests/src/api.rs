@@ -26,7 +26,12 @@ impl Api {
     pub fn new(base_url: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into(),
-            client: Client::new(),
+            // Shorter than the server's 5 s keep-alive, so a pooled connection the server has
+            // closed is never reused.
+            client: Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .expect("HTTP client"),
             secret: JWT_SECRET.to_owned(),
         }
     }

@@ -18,7 +18,7 @@ async fn readyz(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value)
             response.status().as_u16(),
             response.json().await.unwrap_or_default(),
         ),
-        Err(error) => panic!("{url} did not answer: {error}"),
+        Err(error) => panic!("{url} did not answer: {error:?}"),
     }
 }
 
@@ -30,7 +30,13 @@ async fn readiness_turns_503_naming_the_stopped_dependency_and_recovers_when_it_
     let gateway = spawn_gateway(&config).await;
     let counter = spawn_counter(&config).await;
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
-    let client = reqwest::Client::new();
+    eprintln!("gateway on {}, counter on {}", gateway.port, counter.port);
+    // Idle connections are dropped before the server's keep-alive closes them (5 s), since
+    // the stack restarts leave long pauses between calls.
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     for (component, dependency) in [
         ("redis", "redis"),
         ("postgres", "database"),

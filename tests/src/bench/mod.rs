@@ -2,6 +2,7 @@
 //! percentiles, every case reported beside a baseline measured in the same run, the machine
 //! noted, a table printed and the JSON written to `target/bench/<name>-<unix time>.json`.
 
+pub mod counters;
 pub mod stack;
 
 use std::time::{Duration, Instant};

@@ -9,7 +9,8 @@ async fn main() -> Result<()> {
     let name = std::env::args().nth(1).unwrap_or_default();
     let report = match name.as_str() {
         "stack" => bench::stack::run().await?,
-        other => bail!("unknown benchmark `{other}`; known: stack"),
+        "counters" => bench::counters::run().await?,
+        other => bail!("unknown benchmark `{other}`; known: stack, counters"),
     };
     report.publish()?;
     Ok(())

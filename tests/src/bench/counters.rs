@@ -1,0 +1,392 @@
+//! `cargo xtask bench counters`: spillway's likes against the seed's "before", in one run.
+//!
+//! - Likes at 100 concurrent clients through the real gateway (202 once Kafka holds the
+//!   event) versus the naive baseline: an HTTP handler that, in one PostgreSQL transaction,
+//!   inserts the like row and updates the count.
+//! - Reading a count of 1,000,000 likes: `GET /v1/counters/...` versus the seed's
+//!   `SELECT COUNT(*)` over a JOIN.
+//! - Lag at 5,000 likes/s: from the 202 to the value visible in Redis, and to the row in
+//!   the database (sampled entities, polled every 5 ms and 50 ms).
+//!
+//! Everything runs in this process against the real stack: the gateway and the counter
+//! service (release build), the naive handler, and the load generator.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use futures::future::join_all;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use tokio::sync::Semaphore;
+
+use super::{Report, Samples};
+use crate::{TestConfig, api::Api, db, spawn_counter, spawn_gateway};
+
+const CLIENTS: usize = 100;
+const LIKES_PER_CLIENT: usize = 200;
+const BIG_COUNT: i64 = 1_000_000;
+const LAG_RATE_PER_SECOND: u64 = 5_000;
+const LAG_SECONDS: u64 = 10;
+const LAG_SAMPLE_EVERY: u64 = 10;
+
+pub async fn run() -> anyhow::Result<Report> {
+    let mut report = Report::new("counters");
+    let config = TestConfig::with_sample_namespaces();
+    let database = db::connect(&config).await;
+    let videos: Vec<String> = (0..1_000).map(|i| format!("video-{i}")).collect();
+    db::create_videos(&database, &videos).await;
+    let gateway = spawn_gateway(&config).await;
+    let counter = spawn_counter(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+
+    let naive = naive_server(&config).await?;
+    let naive_likes = like_load(move |client, i| {
+        let url = format!(
+            "{naive}/naive/videos/video-{}/likes/m{client}-{i}",
+            i % 1_000
+        );
+        async move {
+            reqwest::Client::new()
+                .put(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    })
+    .await;
+    let load_api = api.clone();
+    let spillway_likes = like_load(move |client, i| {
+        let api = load_api.clone();
+        async move {
+            api.like(
+                "video-likes",
+                &format!("video-{}", i % 1_000),
+                &format!("m{client}-{i}"),
+            )
+            .await
+            .0
+            .as_u16()
+        }
+    })
+    .await;
+    let naive_case = "naive: INSERT like + UPDATE count in one transaction";
+    let naive_summary = report.add(
+        naive_case,
+        None,
+        &naive_likes,
+        "100 clients, HTTP handler on PostgreSQL",
+    );
+    let spillway_summary = report.add(
+        "spillway: PUT .../members/me (202)",
+        Some(naive_case),
+        &spillway_likes,
+        "100 clients, gateway -> Kafka acks=all",
+    );
+    report.finding(
+        "likes throughput, spillway / naive",
+        format!(
+            "{:.1}x (target >= 5x)",
+            spillway_summary.per_second / naive_summary.per_second.max(1e-9)
+        ),
+    );
+    report.finding(
+        "likes p99, spillway vs naive",
+        format!(
+            "{:.1} ms vs {:.1} ms (target: lower)",
+            spillway_summary.p99_ms, naive_summary.p99_ms
+        ),
+    );
+
+    seed_big_count(&config, &database).await?;
+    let join_case = "naive: SELECT COUNT(*) over a JOIN, 1,000,000 likes";
+    let join = read_load(30, || {
+        let database = database.clone();
+        async move {
+            let sql = "SELECT count(*) AS n FROM naive_likes l JOIN naive_videos v ON v.id = l.video_id WHERE v.id = 'big'";
+            db::scalar(&database, sql, vec![]).await;
+        }
+    })
+    .await;
+    let get = read_load(2_000, || {
+        let api = api.clone();
+        async move {
+            assert_eq!(api.value("video-likes", "big").await, BIG_COUNT);
+        }
+    })
+    .await;
+    let join_summary = report.add(join_case, None, &join, "sequential");
+    let get_summary = report.add(
+        "spillway: GET /v1/counters/video-likes/big",
+        Some(join_case),
+        &get,
+        "sequential, Redis HGET",
+    );
+    report.finding(
+        "read of a 1,000,000-like count, JOIN p50 / GET p50",
+        format!(
+            "{:.0}x faster (target >= 1000x)",
+            join_summary.p50_ms / get_summary.p50_ms.max(1e-9)
+        ),
+    );
+
+    let (redis_lag, db_lag, achieved) = lag_at_rate(&api, &config, &database).await?;
+    report.add(
+        "lag: 202 -> visible in Redis",
+        None,
+        &redis_lag,
+        &format!("{achieved:.0} likes/s offered, 1 in {LAG_SAMPLE_EVERY} sampled, 5 ms polls"),
+    );
+    report.add(
+        "lag: 202 -> row in the database",
+        None,
+        &db_lag,
+        "flush every 1 s or 1000 counters; 50 ms polls",
+    );
+    counter.stop().await?;
+    gateway.stop().await?;
+    Ok(report)
+}
+
+/// `CLIENTS` clients each doing `LIKES_PER_CLIENT` requests one after another.
+async fn like_load<F, Fut>(request: F) -> Samples
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = u16> + Send,
+{
+    let started = Instant::now();
+    let clients = (0..CLIENTS).map(|client| {
+        let request = request.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(LIKES_PER_CLIENT);
+            for i in 0..LIKES_PER_CLIENT {
+                let one = Instant::now();
+                let status = request(client, i).await;
+                assert!(
+                    status == 202 || status == 200,
+                    "a like failed with {status}"
+                );
+                latencies.push(one.elapsed());
+            }
+            latencies
+        })
+    });
+    let mut samples = Samples::with_capacity(CLIENTS * LIKES_PER_CLIENT);
+    for latencies in join_all(clients).await {
+        for latency in latencies.expect("client task") {
+            samples.record(latency);
+        }
+    }
+    samples.set_elapsed(started.elapsed());
+    samples
+}
+
+async fn read_load<F, Fut>(count: usize, request: F) -> Samples
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    super::time_sequential(count, |_| request()).await
+}
+
+/// The naive app: likes in PostgreSQL, counted in the same transaction.
+async fn naive_server(config: &TestConfig) -> anyhow::Result<String> {
+    let database = db::connect(config).await;
+    for sql in [
+        "CREATE TABLE naive_videos (id TEXT PRIMARY KEY, like_count BIGINT NOT NULL DEFAULT 0)",
+        "CREATE TABLE naive_likes (video_id TEXT NOT NULL REFERENCES naive_videos(id), member TEXT NOT NULL, PRIMARY KEY (video_id, member))",
+        "INSERT INTO naive_videos (id) SELECT 'video-' || n FROM generate_series(0, 999) AS n",
+    ] {
+        database.execute_unprepared(sql).await?;
+    }
+    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::from_env().database_url);
+    options
+        .set_schema_search_path(config.schema.clone())
+        .max_connections(20)
+        .sqlx_logging(false);
+    let pool = web::Data::new(sea_orm::Database::connect(options).await?);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let server = HttpServer::new(move || {
+        App::new().app_data(pool.clone()).route(
+            "/naive/videos/{video}/likes/{member}",
+            web::put().to(naive_like),
+        )
+    })
+    .listen(listener)?
+    .run();
+    tokio::spawn(server);
+    Ok(address)
+}
+
+async fn naive_like(
+    pool: web::Data<DatabaseConnection>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (video, member) = path.into_inner();
+    let outcome: Result<(), sea_orm::DbErr> = async {
+        let transaction = pool.begin().await?;
+        let inserted = transaction
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO naive_likes (video_id, member) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [video.clone().into(), member.into()],
+            ))
+            .await?;
+        if inserted.rows_affected() == 1 {
+            transaction
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "UPDATE naive_videos SET like_count = like_count + 1 WHERE id = $1",
+                    [video.into()],
+                ))
+                .await?;
+        }
+        transaction.commit().await
+    }
+    .await;
+    match outcome {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(error) => HttpResponse::InternalServerError().body(error.to_string()),
+    }
+}
+
+/// One video with 1,000,000 likes: rows for the JOIN, and spillway's counter.
+async fn seed_big_count(config: &TestConfig, database: &DatabaseConnection) -> anyhow::Result<()> {
+    database
+        .execute_unprepared("INSERT INTO naive_videos (id) VALUES ('big')")
+        .await?;
+    database
+        .execute_unprepared(&format!(
+            "INSERT INTO naive_likes (video_id, member) SELECT 'big', 'm' || n FROM generate_series(1, {BIG_COUNT}) AS n"
+        ))
+        .await?;
+    database.execute_unprepared("ANALYZE naive_likes").await?;
+    let settings = config.settings();
+    let pool = spillway_core::redis::pool(&settings.redis)?;
+    let keys = spillway_core::redis::Keys::new(settings.redis.key_prefix.clone());
+    let row = spillway_core::counters::CounterRow {
+        value: BIG_COUNT,
+        version: 1,
+        applied_offsets: Default::default(),
+    };
+    spillway_core::counters::load_into_redis(
+        &pool,
+        database,
+        &keys,
+        "video-likes",
+        "big",
+        Some(&row),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Offers likes on fresh entities at a fixed rate; measures 202 -> Redis and 202 -> database
+/// on every `LAG_SAMPLE_EVERY`th. Returns the two samples and the achieved rate.
+async fn lag_at_rate(
+    api: &Api,
+    config: &TestConfig,
+    database: &DatabaseConnection,
+) -> anyhow::Result<(Samples, Samples, f64)> {
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let in_flight = Arc::new(Semaphore::new(1_000));
+    let total = LAG_RATE_PER_SECOND * LAG_SECONDS;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let per_tick = LAG_RATE_PER_SECOND / 1_000;
+    let started = Instant::now();
+    let watcher = tokio::spawn(watch(
+        acked.clone(),
+        config.clone(),
+        database.clone(),
+        total / LAG_SAMPLE_EVERY,
+    ));
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        if i % per_tick == 0 {
+            ticker.tick().await;
+        }
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (api, acked) = (api.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let entity = format!("lag-{i}");
+            let (status, _) = api.like("video-likes", &entity, "member").await;
+            if status == 202 && i % LAG_SAMPLE_EVERY == 0 {
+                acked.lock().expect("acked").insert(entity, Instant::now());
+            }
+            drop(permit);
+        }));
+    }
+    join_all(tasks).await;
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    let (redis_lag, db_lag) = watcher.await?;
+    Ok((redis_lag, db_lag, achieved))
+}
+
+/// Polls Redis every 5 ms and the database every 50 ms for the acknowledged sample entities.
+async fn watch(
+    acked: Arc<Mutex<HashMap<String, Instant>>>,
+    config: TestConfig,
+    database: DatabaseConnection,
+    expected: u64,
+) -> (Samples, Samples) {
+    let mut redis = crate::redis_client::connect().await;
+    let mut redis_lag = Samples::default();
+    let mut db_lag = Samples::default();
+    let mut waiting_redis: Vec<(String, Instant)> = Vec::new();
+    let mut waiting_db: Vec<(String, Instant)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(LAG_SECONDS + 60);
+    let mut seen = 0u64;
+    let mut last_db_poll = Instant::now();
+    while (seen < expected || !waiting_db.is_empty()) && Instant::now() < deadline {
+        waiting_redis.extend(acked.lock().expect("acked").drain());
+        if !waiting_redis.is_empty() {
+            let mut pipeline = redis::pipe();
+            for (entity, _) in &waiting_redis {
+                pipeline.hget(
+                    format!("{}{{c:video-likes:{entity}}}", config.key_prefix),
+                    "v",
+                );
+            }
+            let values: Vec<Option<i64>> =
+                pipeline.query_async(&mut redis).await.unwrap_or_default();
+            let now = Instant::now();
+            let mut still = Vec::new();
+            for ((entity, acked_at), value) in waiting_redis.drain(..).zip(values) {
+                if value == Some(1) {
+                    redis_lag.record(now.saturating_duration_since(acked_at));
+                    waiting_db.push((entity, acked_at));
+                    seen += 1;
+                } else {
+                    still.push((entity, acked_at));
+                }
+            }
+            waiting_redis = still;
+        }
+        if last_db_poll.elapsed() >= Duration::from_millis(50) && !waiting_db.is_empty() {
+            last_db_poll = Instant::now();
+            let ids: Vec<String> = waiting_db
+                .iter()
+                .map(|(entity, _)| entity.clone())
+                .collect();
+            let rows = spillway_core::counters::load_rows(&database, "video-likes", &ids)
+                .await
+                .unwrap_or_default();
+            let now = Instant::now();
+            waiting_db.retain(|(entity, acked_at)| {
+                if rows.get(entity).is_some_and(|row| row.value == 1) {
+                    db_lag.record(now.saturating_duration_since(*acked_at));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (redis_lag, db_lag)
+}
