@@ -95,6 +95,8 @@ pub struct Settings {
     pub template_warmup: TemplateWarmupSettings,
     /// Counter namespaces by name (`[namespaces.video-likes]`).
     pub namespaces: BTreeMap<String, NamespaceSettings>,
+    /// Write sinks by name (`[sinks.playlists]`).
+    pub sinks: BTreeMap<String, crate::sinks::SinkSettings>,
 }
 
 /// How a namespace counts.
@@ -493,6 +495,9 @@ impl Settings {
         )?;
         for (name, namespace) in &self.namespaces {
             validate_namespace(name, namespace)?;
+        }
+        for (name, sink) in &self.sinks {
+            crate::sinks::validate_sink(name, sink)?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! - [`readiness`]: dependency checks behind `/readyz`.
 //! - [`metrics`]: the Prometheus registry each service exports.
 //! - [`service`]: the start-up and run loop every service shares.
+//! - [`sinks`]: write sinks: rows checked against their table, and the bulk SQL.
 //! - [`shutdown`]: one signal that reaches every task; SIGTERM drains, a second signal exits.
 
 pub mod config;
@@ -25,5 +26,6 @@ pub mod redis;
 pub mod s3;
 pub mod service;
 pub mod shutdown;
+pub mod sinks;
 pub mod telemetry;
 pub mod wire;

@@ -69,6 +69,9 @@ impl ServiceBase {
             ),
             (kafka.dlq.name.clone(), kafka.dlq.partitions),
         ];
+        for sink in settings.sinks.keys() {
+            topics.push((kafka.writes_topic(sink), kafka.writes_partitions));
+        }
         topics.extend_from_slice(extra_topics);
         admin::ensure_topics(&kafka.bootstrap, &topics).await?;
         let producer = EventProducer::new(
@@ -142,21 +145,37 @@ impl ServiceBase {
         )
     }
 
-    /// A consumer loop for `handler` in `group_id` over `topics`.
+    /// A consumer loop for `handler` in `group_id` over `topics`, batching as configured
+    /// under `[kafka]`.
     pub fn consumer<H: BatchHandler>(
         &self,
         group_id: &str,
         topics: Vec<String>,
         handler: Arc<H>,
     ) -> Result<ConsumerLoop<H>, StartError> {
-        let settings = ConsumerSettings {
+        let settings = self.consumer_settings(group_id, topics);
+        self.consumer_with(settings, handler)
+    }
+
+    /// The consumer settings `consumer` uses, to adjust before [`ServiceBase::consumer_with`].
+    pub fn consumer_settings(&self, group_id: &str, topics: Vec<String>) -> ConsumerSettings {
+        ConsumerSettings {
             bootstrap: self.settings.kafka.bootstrap.clone(),
             group_id: group_id.to_owned(),
             client_id: format!("spillway-{}", self.name),
             topics,
             batch_size: self.settings.kafka.consumer_batch_size,
             linger: self.settings.kafka.consumer_linger(),
-        };
+            max_batch_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// A consumer loop with explicit settings.
+    pub fn consumer_with<H: BatchHandler>(
+        &self,
+        settings: ConsumerSettings,
+        handler: Arc<H>,
+    ) -> Result<ConsumerLoop<H>, StartError> {
         Ok(ConsumerLoop::new(
             settings,
             handler,
@@ -181,11 +200,11 @@ pub fn bind(address: &str) -> Result<TcpListener, StartError> {
     })
 }
 
-/// A consumer service: the ops server and one consumer loop, stopped together.
+/// A consumer service: the ops server and its consumer loops, stopped together.
 pub struct ConsumerService<H: BatchHandler> {
     listener: TcpListener,
     ops: OpsState,
-    consumer: ConsumerLoop<H>,
+    consumers: Vec<ConsumerLoop<H>>,
     producer: EventProducer,
 }
 
@@ -193,12 +212,12 @@ impl<H: BatchHandler> ConsumerService<H> {
     pub fn new(
         base: &ServiceBase,
         listen: &str,
-        consumer: ConsumerLoop<H>,
+        consumers: Vec<ConsumerLoop<H>>,
     ) -> Result<Self, StartError> {
         Ok(Self {
             listener: bind(listen)?,
             ops: base.ops_state(),
-            consumer,
+            consumers,
             producer: base.producer.clone(),
         })
     }
@@ -214,12 +233,22 @@ impl<H: BatchHandler> ConsumerService<H> {
     /// Serves until the token is cancelled; the consumer then drains and commits.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let ops = tokio::spawn(http::serve_ops(self.listener, self.ops, shutdown.clone()));
-        let consumer_result = self.consumer.run(shutdown.clone()).await;
-        // Whatever ended the consumer ends the service.
+        let runs = self.consumers.into_iter().map(|consumer| {
+            let shutdown = shutdown.clone();
+            async move {
+                let outcome = consumer.run(shutdown.clone()).await;
+                // Whatever ends one consumer ends the service.
+                shutdown.cancel();
+                outcome
+            }
+        });
+        let outcomes = futures::future::join_all(runs).await;
         shutdown.cancel();
         self.producer.flush(std::time::Duration::from_secs(2));
         ops.await??;
-        consumer_result?;
+        for outcome in outcomes {
+            outcome?;
+        }
         Ok(())
     }
 }

@@ -1,42 +1,67 @@
 //! The batch-writer service: turns bursts of acknowledged writes into a few bulk statements
-//! per sink. This is the skeleton of the foundation: it connects Kafka, Redis and the
-//! database, serves `/healthz`, `/readyz` and `/metrics`, and stops cleanly; the sink
-//! consumers arrive with the batch-writer issue.
+//! per sink. One consumer loop per sink (`spillway.writes.<sink>.v1`), batching by the sink's
+//! rule (rows, delay, bytes).
+//!
+//! A batch meets the modules in this order:
+//! - [`handler`]: reduce the batch (the last operation per key wins), write it in one
+//!   transaction, bisect to find rows the database refuses (they go to the DLQ), then, once
+//!   the consumer stored the offsets, clear the pending markers in Redis.
+//! - [`tables`]: the sink tables: created at start when spillway owns them, checked when not.
+
+pub mod handler;
+pub mod tables;
+
+use std::sync::Arc;
 
 use spillway_core::{
     config::Settings,
-    http::{self, OpsState},
-    service::{self, ServiceBase},
+    service::{ConsumerService, ServiceBase},
 };
-use std::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::handler::{SinkHandler, WriterMetrics};
 
 /// The batch-writer, built and bound, not yet running.
 pub struct Application {
-    listener: TcpListener,
-    ops: OpsState,
+    service: ConsumerService<SinkHandler>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut base = ServiceBase::start("batch-writer", settings, &[]).await?;
-        base.with_redis()?;
-        base.with_database().await?;
-        Ok(Self {
-            listener: service::bind(&base.settings.batch_writer.listen)?,
-            ops: base.ops_state(),
-        })
+        let redis = base.with_redis()?;
+        let db = base.with_database().await?;
+        let settings = base.settings.clone();
+        tables::prepare(&db, &settings.sinks).await?;
+        let metrics = WriterMetrics::new(&base.metrics);
+        let mut consumers = Vec::new();
+        for (name, sink) in &settings.sinks {
+            let handler = Arc::new(SinkHandler::new(
+                name,
+                sink.clone(),
+                db.clone(),
+                redis.clone(),
+                base.keys.clone(),
+                metrics.clone(),
+            ));
+            let mut consumer = base.consumer_settings(
+                &settings.batch_writer.group_id,
+                vec![settings.kafka.writes_topic(name)],
+            );
+            consumer.batch_size = sink.batch_max_rows;
+            consumer.linger = std::time::Duration::from_millis(sink.batch_max_delay_ms);
+            consumer.max_batch_bytes = sink.batch_max_bytes;
+            consumers.push(base.consumer_with(consumer, handler)?);
+        }
+        let service = ConsumerService::new(&base, &settings.batch_writer.listen, consumers)?;
+        Ok(Self { service })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|address| address.port())
-            .unwrap_or(0)
+        self.service.port()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        http::serve_ops(self.listener, self.ops, shutdown).await?;
-        Ok(())
+        self.service.run_until_stopped(shutdown).await
     }
 }

@@ -49,7 +49,7 @@ impl Application {
             vec![settings.kafka.counter_events.name.clone()],
             handler,
         )?;
-        let service = ConsumerService::new(&base, &base.settings.counter.listen, consumer)?;
+        let service = ConsumerService::new(&base, &base.settings.counter.listen, vec![consumer])?;
         Ok(Self { service })
     }
 

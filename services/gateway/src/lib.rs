@@ -5,7 +5,7 @@
 //! A request meets the modules in this order:
 //! - [`middleware`]: request id, deadline, request metrics.
 //! - [`auth`]: the member from the bearer JWT.
-//! - [`routes`]: one module per resource (`/v1/counters`, ...), checking input with [`validate`].
+//! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`), checking input with [`validate`].
 //! - [`error`]: every failure becomes problem+json in one place.
 
 pub mod auth;
@@ -18,12 +18,13 @@ use std::{collections::BTreeMap, net::TcpListener, time::Duration};
 
 use actix_web::{App, HttpServer, middleware::from_fn, web};
 use spillway_core::{
-    config::{NamespaceSettings, Settings},
+    config::{KafkaSettings, NamespaceSettings, Settings},
     db::Db,
     http::{self, OpsState},
     kafka::producer::{Delivered, EventProducer},
     redis::{Keys, RedisPool},
     service::{self, ServiceBase},
+    sinks::SinkSettings,
     wire::{self, CounterEvent},
 };
 use tokio_util::sync::CancellationToken;
@@ -39,9 +40,16 @@ pub struct AppState {
     pub producer: EventProducer,
     pub keys: Keys,
     pub counter_topic: String,
+    pub sinks: BTreeMap<String, SinkSettings>,
+    pub kafka: KafkaSettings,
 }
 
 impl AppState {
+    /// The topic a sink's rows travel on.
+    pub fn writes_topic(&self, sink: &str) -> String {
+        self.kafka.writes_topic(sink)
+    }
+
     /// Publishes a counter event keyed `namespace/entity_id`; returns once Kafka holds it.
     pub async fn publish_counter_event(&self, event: &CounterEvent) -> Result<Delivered, ApiError> {
         let key = format!("{}/{}", event.namespace, event.entity_id);
@@ -88,6 +96,8 @@ impl Application {
             producer: base.producer.clone(),
             keys: base.keys.clone(),
             counter_topic: settings.kafka.counter_events.name.clone(),
+            sinks: settings.sinks.clone(),
+            kafka: settings.kafka.clone(),
         };
         let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
         Ok(Self {

@@ -97,6 +97,10 @@ pub trait BatchHandler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Called once the offsets of everything flushed are stored (e.g. to clear markers that
+    /// must outlive the commit). Failures here must not matter for correctness.
+    async fn after_store(&self) {}
+
     /// Called after a rebalance with the partitions this consumer now owns, so the handler can
     /// drop state of partitions it lost (their new owner replays them).
     fn on_assignment(&self, _assigned: &[(String, i32)]) {}
@@ -116,6 +120,8 @@ pub struct ConsumerSettings {
     pub topics: Vec<String>,
     pub batch_size: usize,
     pub linger: Duration,
+    /// A batch also ends once its payloads reach this many bytes (memory stays bounded).
+    pub max_batch_bytes: usize,
 }
 
 /// Tracks rebalances and exports lag from librdkafka's statistics.
@@ -271,7 +277,11 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         mut batch: Vec<OwnedMessage>,
     ) -> Vec<OwnedMessage> {
         let mut deadline = (!batch.is_empty()).then(|| Instant::now() + self.settings.linger);
-        while batch.len() < self.settings.batch_size {
+        let mut bytes: usize = batch
+            .iter()
+            .map(|m| m.payload().map_or(0, <[u8]>::len))
+            .sum();
+        while batch.len() < self.settings.batch_size && bytes < self.settings.max_batch_bytes {
             let wait = match deadline {
                 None => IDLE_POLL,
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
@@ -280,6 +290,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 _ = shutdown.cancelled() => break,
                 received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
                     Ok(Ok(message)) => {
+                        bytes += message.payload().map_or(0, <[u8]>::len);
                         batch.push(message.detach());
                         deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
                     }

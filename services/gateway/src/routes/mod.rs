@@ -1,6 +1,7 @@
 //! The REST API, one module per resource.
 
 pub mod counters;
+pub mod writes;
 
 use actix_web::{
     HttpRequest, HttpResponse,
@@ -18,7 +19,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
-        .configure(counters::configure);
+        .configure(counters::configure)
+        .configure(writes::configure);
 }
 
 fn json_config() -> web::JsonConfig {

@@ -1,0 +1,300 @@
+//! One sink's batch handler: reduce, write in bulk, bisect poison rows, clear markers.
+//!
+//! Order of effects: the database transaction commits inside `handle`; the consumer then
+//! stores the offsets; only then does `after_store` delete the `{w:<sink>:<id>}` markers. A
+//! crash anywhere replays the batch, and the primary key absorbs the duplicates.
+
+use std::{collections::HashMap, sync::Mutex, time::Instant};
+
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement, TransactionTrait,
+};
+use serde_json::{Map, Value};
+use spillway_core::{
+    kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
+    metrics::Metrics,
+    redis::Keys,
+    sinks::{self, SinkSettings},
+    wire::{WriteEvent, WriteOperation},
+};
+
+/// The batch-writer's metrics, labelled by sink.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    pub rows: IntCounterVec,
+    pub commit_duration: Histogram,
+    pub batch_rows: Histogram,
+    /// Seconds from the gateway's acceptance to the commit, per row.
+    pub commit_lag: Histogram,
+}
+
+impl WriterMetrics {
+    pub fn new(metrics: &Metrics) -> Self {
+        let histogram = |what: &str, help: &str, buckets: Vec<f64>| {
+            metrics.register(
+                Histogram::with_opts(HistogramOpts::new(metrics.name(what), help).buckets(buckets))
+                    .expect("valid metric"),
+            )
+        };
+        let seconds = prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets");
+        Self {
+            rows: metrics.register(
+                IntCounterVec::new(
+                    Opts::new(metrics.name("rows_total"), "Rows by sink and outcome"),
+                    &["sink", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            commit_duration: histogram(
+                "commit_duration_seconds",
+                "One bulk transaction",
+                seconds.clone(),
+            ),
+            batch_rows: histogram(
+                "batch_rows",
+                "Rows per bulk transaction",
+                prometheus::exponential_buckets(1.0, 2.0, 14).expect("buckets"),
+            ),
+            commit_lag: histogram("commit_lag_seconds", "Acceptance to commit", seconds),
+        }
+    }
+}
+
+/// A row to write: its batch index (for rejections) and what to do.
+#[derive(Debug, Clone)]
+enum Change {
+    Upsert(Map<String, Value>),
+    Delete(String),
+}
+
+pub struct SinkHandler {
+    name: String,
+    sink: SinkSettings,
+    insert_sql: String,
+    delete_sql: String,
+    db: DatabaseConnection,
+    redis: Pool,
+    keys: Keys,
+    metrics: WriterMetrics,
+    /// Ids committed but whose markers are not yet cleared (after the offsets are stored).
+    committed: Mutex<Vec<String>>,
+}
+
+fn retry(error: impl std::fmt::Display) -> HandlerError {
+    HandlerError::retry(error.to_string())
+}
+
+/// SQLSTATE of a database error, when the database sent one.
+fn sqlstate(error: &DbErr) -> Option<String> {
+    let runtime = match error {
+        DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return None,
+    };
+    match runtime {
+        RuntimeErr::SqlxError(error) => error
+            .as_database_error()
+            .and_then(|database| database.code())
+            .map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+/// Errors that belong to the rows (data exceptions 22, constraint violations 23), not to the
+/// database being unavailable: bisecting finds the rows at fault.
+fn is_row_error(error: &DbErr) -> bool {
+    sqlstate(error).is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+impl SinkHandler {
+    pub fn new(
+        name: &str,
+        sink: SinkSettings,
+        db: DatabaseConnection,
+        redis: Pool,
+        keys: Keys,
+        metrics: WriterMetrics,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            insert_sql: sink.insert_sql(),
+            delete_sql: sink.delete_sql(),
+            sink,
+            db,
+            redis,
+            keys,
+            metrics,
+            committed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The change an event asks for, or why it cannot be written.
+    fn change(&self, event: &WriteEvent) -> Result<(String, Change), String> {
+        if event.sink != self.name {
+            return Err(format!(
+                "event for sink `{}` on the topic of `{}`",
+                event.sink, self.name
+            ));
+        }
+        match event.operation() {
+            WriteOperation::Delete => {
+                Ok((event.row_id.clone(), Change::Delete(event.row_id.clone())))
+            }
+            _ => {
+                let row = event
+                    .row
+                    .as_ref()
+                    .map(sinks::from_struct)
+                    .unwrap_or_default();
+                self.sink
+                    .check_row(&row)
+                    .map_err(|error| error.to_string())?;
+                let id = self.sink.row_id(&row).ok_or("the row has no primary key")?;
+                if id != event.row_id {
+                    return Err(format!(
+                        "row_id `{}` differs from the row's key `{id}`",
+                        event.row_id
+                    ));
+                }
+                Ok((id, Change::Upsert(row)))
+            }
+        }
+    }
+
+    /// Writes changes in one transaction: one INSERT for the upserts, one DELETE.
+    async fn write(&self, changes: &[(usize, Change)]) -> Result<(), DbErr> {
+        let upserts: Vec<&Map<String, Value>> = changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Upsert(row) => Some(row),
+                Change::Delete(_) => None,
+            })
+            .collect();
+        let deletes: Vec<&String> = changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Delete(id) => Some(id),
+                Change::Upsert(_) => None,
+            })
+            .collect();
+        let transaction = self.db.begin().await?;
+        let statement = |sql: &str, json: Value| {
+            Statement::from_sql_and_values(DbBackend::Postgres, sql, [json.into()])
+        };
+        if !upserts.is_empty() {
+            transaction
+                .execute_raw(statement(
+                    &self.insert_sql,
+                    serde_json::to_value(&upserts).unwrap_or_default(),
+                ))
+                .await?;
+        }
+        if !deletes.is_empty() {
+            transaction
+                .execute_raw(statement(
+                    &self.delete_sql,
+                    serde_json::to_value(&deletes).unwrap_or_default(),
+                ))
+                .await?;
+        }
+        transaction.commit().await
+    }
+
+    /// Writes the changes; when the database refuses a row, halves the set until the refused
+    /// rows are alone, writes the rest and returns the refused ones.
+    async fn write_bisecting(&self, changes: &[(usize, Change)]) -> Result<Vec<Rejection>, DbErr> {
+        let mut rejections = Vec::new();
+        let mut pending: Vec<&[(usize, Change)]> = vec![changes];
+        while let Some(part) = pending.pop() {
+            match self.write(part).await {
+                Ok(()) => {}
+                Err(error) if is_row_error(&error) && part.len() == 1 => {
+                    rejections.push(Rejection {
+                        index: part[0].0,
+                        reason: format!("database: {error}"),
+                    })
+                }
+                Err(error) if is_row_error(&error) => {
+                    let (left, right) = part.split_at(part.len() / 2);
+                    pending.push(right);
+                    pending.push(left);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(rejections)
+    }
+}
+
+#[async_trait]
+impl BatchHandler for SinkHandler {
+    type Message = WriteEvent;
+
+    async fn handle(&self, batch: &[Delivery<WriteEvent>]) -> Result<Vec<Rejection>, HandlerError> {
+        let mut rejections = Vec::new();
+        // The last operation per key wins; keep first-seen order of keys.
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        let mut changes: Vec<(usize, Change)> = Vec::new();
+        for (index, delivery) in batch.iter().enumerate() {
+            match self.change(&delivery.message) {
+                Ok((id, change)) => match latest.get(&id) {
+                    Some(&slot) => changes[slot] = (index, change),
+                    None => {
+                        latest.insert(id, changes.len());
+                        changes.push((index, change));
+                    }
+                },
+                Err(reason) => rejections.push(Rejection { index, reason }),
+            }
+        }
+        let started = Instant::now();
+        let refused = self.write_bisecting(&changes).await.map_err(retry)?;
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_rows.observe(changes.len() as f64);
+        let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+        for (index, _) in &changes {
+            if let Some(accepted) = &batch[*index].message.accepted_at {
+                self.metrics.commit_lag.observe(
+                    (now - accepted.seconds as f64 - f64::from(accepted.nanos) / 1e9).max(0.0),
+                );
+            }
+        }
+        let written = changes.len() - refused.len();
+        self.metrics
+            .rows
+            .with_label_values(&[&self.name, "written"])
+            .inc_by(written as u64);
+        self.metrics
+            .rows
+            .with_label_values(&[&self.name, "rejected"])
+            .inc_by((refused.len() + rejections.len()) as u64);
+        self.committed
+            .lock()
+            .expect("committed lock")
+            .extend(batch.iter().map(|delivery| delivery.message.row_id.clone()));
+        rejections.extend(refused);
+        Ok(rejections)
+    }
+
+    async fn after_store(&self) {
+        let ids = std::mem::take(&mut *self.committed.lock().expect("committed lock"));
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(mut connection) = self.redis.get().await else {
+            tracing::warn!(sink = %self.name, "pending markers not cleared: Redis unavailable");
+            return;
+        };
+        let mut pipeline = redis::pipe();
+        for id in &ids {
+            pipeline.del(self.keys.pending_write(&self.name, id));
+        }
+        if let Err(error) = pipeline.query_async::<()>(&mut connection).await {
+            tracing::warn!(sink = %self.name, %error, "pending markers not cleared");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `/v1/writes/{sink}`: a write is checked against its sink, remembered in Redis as pending
+//! (so the caller can read it back at once), published, and answered 202 once Kafka holds
+//! it. The batch-writer stores it in bulk and clears the marker after the commit.
+
+use actix_web::{HttpResponse, http::header, web};
+use serde_json::{Map, Value, json};
+use spillway_core::{
+    sinks::{self, SinkSettings},
+    wire::{self, WriteEvent, WriteOperation},
+};
+
+use crate::{AppState, auth::MaybeMember, error::ApiError, middleware::RequestId};
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/writes/{sink}", web::post().to(create))
+        .route("/v1/writes/{sink}/{id}", web::get().to(read));
+}
+
+fn sink<'a>(state: &'a AppState, name: &str) -> Result<&'a SinkSettings, ApiError> {
+    state
+        .sinks
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown sink `{name}`")))
+}
+
+fn invalid(error: sinks::RowError) -> ApiError {
+    ApiError::InvalidField {
+        field: error.column.clone(),
+        detail: error.to_string(),
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    caller: MaybeMember,
+    body: web::Json<Value>,
+    request_id: web::ReqData<RequestId>,
+) -> Result<HttpResponse, ApiError> {
+    let sink_name = path.into_inner();
+    let sink = sink(&state, &sink_name)?;
+    let Value::Object(row) = body.into_inner() else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object of the sink's columns".into(),
+        ));
+    };
+    if sink.member_column.is_some() && caller.0.is_none() {
+        return Err(ApiError::Unauthorized(
+            "this sink needs a bearer token".into(),
+        ));
+    }
+    let row = sink
+        .accept_row(row, caller.0.as_ref().map(|member| member.id.as_str()))
+        .map_err(invalid)?;
+    let id = sink
+        .row_id(&row)
+        .ok_or_else(|| ApiError::BadRequest("the row has no primary key".into()))?;
+    let marker = state.keys.pending_write(&sink_name, &id);
+    set_marker(&state, &marker, &row).await?;
+    let event = WriteEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        accepted_at: Some(wire::now()),
+        request_id: request_id.0.clone(),
+        sink: sink_name.clone(),
+        row_id: id.clone(),
+        operation: WriteOperation::Upsert as i32,
+        row: Some(sinks::to_struct(&row)),
+    };
+    let headers = [
+        (wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE),
+        (wire::REQUEST_ID_HEADER, request_id.0.as_str()),
+    ];
+    let topic = state.writes_topic(&sink_name);
+    if let Err(error) = state
+        .producer
+        .send(&topic, id.as_bytes(), &wire::encode(&event), &headers)
+        .await
+    {
+        clear_marker(&state, &marker).await;
+        return Err(error.into());
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/v1/writes/{sink_name}/{id}")))
+        .json(json!({"id": id, "status": "pending"})))
+}
+
+async fn set_marker(
+    state: &AppState,
+    marker: &str,
+    row: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let mut connection = state.redis.get().await?;
+    let text = serde_json::to_string(row).unwrap_or_default();
+    spillway_core::redis::with_timeout(
+        state.redis_timeout,
+        redis::cmd("SET")
+            .arg(marker)
+            .arg(text)
+            .query_async::<()>(&mut connection),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes the marker of a write Kafka did not take (the caller gets a 503 and may retry).
+async fn clear_marker(state: &AppState, marker: &str) {
+    if let Ok(mut connection) = state.redis.get().await
+        && let Err(error) = redis::cmd("DEL")
+            .arg(marker)
+            .query_async::<i64>(&mut connection)
+            .await
+    {
+        tracing::warn!(%error, "clearing the marker of a refused write failed");
+    }
+}
+
+async fn read(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (sink_name, id) = path.into_inner();
+    let sink = sink(&state, &sink_name)?;
+    sink.parse_id(&id).map_err(invalid)?;
+    let mut connection = state.redis.get().await?;
+    let pending: Option<String> = spillway_core::redis::with_timeout(
+        state.redis_timeout,
+        redis::cmd("GET")
+            .arg(state.keys.pending_write(&sink_name, &id))
+            .query_async(&mut connection),
+    )
+    .await?;
+    drop(connection);
+    if let Some(text) = pending {
+        let row: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        return Ok(HttpResponse::Ok().json(json!({"id": id, "status": "pending", "row": row})));
+    }
+    use sea_orm::ConnectionTrait;
+    let statement = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        sink.select_sql(),
+        [id.as_str().into()],
+    );
+    let Some(found) = state.db.query_one_raw(statement).await? else {
+        return Err(ApiError::NotFound(format!(
+            "no write `{id}` in sink `{sink_name}`"
+        )));
+    };
+    let text: String = found.try_get("", "row")?;
+    let row: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(HttpResponse::Ok().json(json!({"id": id, "status": "committed", "row": row})))
+}
