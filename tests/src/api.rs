@@ -91,6 +91,27 @@ impl Api {
         answer(request.send().await.expect("POST increment")).await
     }
 
+    /// `POST /v1/writes/{sink}` as `member`.
+    pub async fn write(&self, sink: &str, member: &str, row: &Value) -> Answer {
+        let url = self.url(&format!("/v1/writes/{sink}"));
+        answer(
+            self.client
+                .post(url)
+                .bearer_auth(self.token(member))
+                .json(row)
+                .send()
+                .await
+                .expect("POST write"),
+        )
+        .await
+    }
+
+    /// `GET /v1/writes/{sink}/{id}`.
+    pub async fn read_write(&self, sink: &str, id: &str) -> Answer {
+        let url = self.url(&format!("/v1/writes/{sink}/{id}"));
+        answer(self.client.get(url).send().await.expect("GET write")).await
+    }
+
     pub async fn get(&self, namespace: &str, entity: &str, member: Option<&str>) -> Answer {
         let url = self.url(&format!("/v1/counters/{namespace}/{entity}"));
         let mut request = self.client.get(url);

@@ -141,6 +141,22 @@ mirror = { table = "videos", column = "like_count", key_column = "id", key_type 
 kind = "sum"
 "#;
 
+/// The sample `playlists` sink, batching at 500 rows or 100 ms.
+pub const SAMPLE_SINKS: &str = r#"
+[sinks.playlists]
+table = "playlists"
+member_column = "member_id"
+batch_max_rows = 500
+batch_max_delay_ms = 100
+[sinks.playlists.columns]
+id = { type = "uuid" }
+member_id = { type = "text", max_length = 128 }
+title = { type = "text", required = true, max_length = 200 }
+description = { type = "text", max_length = 2000 }
+visibility = { type = "text", max_length = 16 }
+created_at = { type = "timestamptz", default_now = true }
+"#;
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -371,3 +371,38 @@ async fn a_counter_killed_three_times_still_counts_every_event_exactly_once() {
     drop(counter);
     deployment.stop().await;
 }
+
+#[tokio::test]
+async fn two_counter_instances_split_the_partitions_and_still_count_exactly() {
+    let deployment = deploy(true).await;
+    let second = spawn_counter(&deployment.config).await;
+    let workload = Workload::generate(13, 10_000, 200, 2_000, 20);
+    workload.run(&deployment.api, &deployment.config).await;
+    workload
+        .assert_exact(&deployment.api, &deployment.config, Duration::from_secs(60))
+        .await;
+    let mut applied_by_each = Vec::new();
+    for port in [deployment.counter.as_ref().unwrap().port, second.port] {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let applied: f64 = metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("spillway_counter_events_total{")
+                    && line.contains("outcome=\"applied\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        applied_by_each.push(applied);
+    }
+    assert!(
+        applied_by_each.iter().all(|applied| *applied > 0.0),
+        "both instances applied events: {applied_by_each:?}"
+    );
+    second.stop().await.unwrap();
+    deployment.stop().await;
+}

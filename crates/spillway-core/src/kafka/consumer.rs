@@ -439,6 +439,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         self.retry("flush", carried, shutdown, || self.handler.flush())
             .await?;
         self.store(std::mem::take(pending));
+        self.handler.after_store().await;
         Ok(())
     }
 

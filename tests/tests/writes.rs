@@ -1,0 +1,290 @@
+//! Writes through the real gateway, Kafka, batch-writer, Redis and PostgreSQL: a write is
+//! readable at once as pending, then as committed; a poison row reaches the DLQ while its
+//! neighbours are stored; bad input is refused with the column named and nothing published.
+
+use std::time::Duration;
+
+use prost::Message;
+use serde_json::json;
+use spillway_core::{
+    sinks,
+    wire::{self, WriteEvent, WriteOperation},
+};
+use spillway_tests::{
+    SAMPLE_SINKS, TestConfig, api::Api, db, eventually, kafka, redis_client, spawn_batch_writer,
+    spawn_gateway, token,
+};
+
+fn config() -> TestConfig {
+    TestConfig::new(SAMPLE_SINKS)
+}
+
+fn topic(config: &TestConfig) -> String {
+    format!("{}.writes.playlists.v1", config.id)
+}
+
+#[tokio::test]
+async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
+    let config = config();
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let (status, body) = api
+        .write(
+            "playlists",
+            "alice",
+            &json!({"title": "Road trip", "visibility": "public"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+    // No batch-writer yet: the write can only be pending, read back from Redis.
+    let (status, body) = api.read_write("playlists", &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["row"]["member_id"], "alice");
+    assert_eq!(body["row"]["title"], "Road trip");
+
+    let writer = spawn_batch_writer(&config).await;
+    let committed = eventually(
+        "the write is committed",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.read_write("playlists", &id).await;
+            (body["status"] == "committed").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(committed["row"]["title"], "Road trip");
+    assert_eq!(committed["row"]["visibility"], "public");
+    let mut redis = redis_client::connect().await;
+    let marker = format!("{}{{w:playlists:{id}}}", config.key_prefix);
+    eventually(
+        "the pending marker is cleared",
+        Duration::from_secs(10),
+        || {
+            let (mut redis, marker) = (redis.clone(), marker.clone());
+            async move {
+                (!redis::cmd("EXISTS")
+                    .arg(&marker)
+                    .query_async::<bool>(&mut redis)
+                    .await
+                    .unwrap())
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let _: () = redis::cmd("PING").query_async(&mut redis).await.unwrap();
+    let (status, _) = api
+        .read_write("playlists", &uuid::Uuid::now_v7().to_string())
+        .await;
+    assert_eq!(status, 404, "an unknown id");
+    writer.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}
+
+fn row_event(sink: &str, row: serde_json::Value) -> WriteEvent {
+    let row = row.as_object().unwrap().clone();
+    WriteEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        accepted_at: Some(wire::now()),
+        request_id: "outside".into(),
+        sink: sink.into(),
+        row_id: row["id"].as_str().unwrap().to_owned(),
+        operation: WriteOperation::Upsert as i32,
+        row: Some(sinks::to_struct(&row)),
+    }
+}
+
+#[tokio::test]
+async fn a_poison_row_goes_to_the_dlq_and_its_neighbours_are_stored() {
+    let config = config();
+    let writer = spawn_batch_writer(&config).await;
+    let producer = kafka::producer();
+    let ids: Vec<String> = (0..21).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let sends = ids.iter().enumerate().map(|(i, id)| {
+        // PostgreSQL refuses a NUL character in text: a row only the database can reject.
+        let title = if i == 10 {
+            "poison\u{0}".to_owned()
+        } else {
+            format!("list {i}")
+        };
+        let event = row_event(
+            "playlists",
+            json!({"id": id, "member_id": "m", "title": title}),
+        );
+        let (producer, topic) = (producer.clone(), topic(&config));
+        async move {
+            kafka::publish(
+                &producer,
+                &topic,
+                &event.row_id,
+                &event.encode_to_vec(),
+                &[],
+            )
+            .await
+        }
+    });
+    futures::future::join_all(sends).await;
+    let database = db::connect(&config).await;
+    eventually(
+        "the 20 good rows are stored",
+        Duration::from_secs(20),
+        || async {
+            (db::scalar(&database, "SELECT count(*) AS n FROM playlists", vec![]).await == 20)
+                .then_some(())
+        },
+    )
+    .await;
+    let dead = kafka::read_topic(&config.dlq_topic, 1, Duration::from_secs(20));
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].header("spillway-dlq-reason").unwrap();
+    assert!(reason.starts_with("database:"), "{reason}");
+    assert_eq!(dead[0].key.as_deref(), Some(ids[10].as_bytes()));
+    let stored_poison = db::scalar(
+        &database,
+        "SELECT count(*) AS n FROM playlists WHERE title LIKE 'poison%'",
+        vec![],
+    )
+    .await;
+    assert_eq!(stored_poison, 0);
+    writer.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_writes_name_the_column_and_publish_nothing() {
+    let config = config();
+    let gateway = spawn_gateway(&config).await;
+    let base = format!("http://127.0.0.1:{}", gateway.port);
+    let client = reqwest::Client::new();
+    let topic = topic(&config);
+    let end_before = kafka::committed_and_end("nobody", &topic).1;
+    let cases: Vec<(reqwest::RequestBuilder, u16, Option<&str>, &str)> = vec![
+        (
+            client
+                .post(format!("{base}/v1/writes/nowhere"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": "x"})),
+            404,
+            None,
+            "unknown sink",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({})),
+            400,
+            Some("title"),
+            "missing required column",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": 7})),
+            400,
+            Some("title"),
+            "wrong type",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": "x", "colour": "red"})),
+            400,
+            Some("colour"),
+            "unknown column",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": "x".repeat(201)})),
+            400,
+            Some("title"),
+            "too long",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": "x", "id": "nope"})),
+            400,
+            Some("id"),
+            "bad id",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": "x", "member_id": "b"})),
+            400,
+            Some("member_id"),
+            "member from the body",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!(["not", "an", "object"])),
+            400,
+            None,
+            "not an object",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .header("content-type", "application/json")
+                .body("{oops"),
+            400,
+            None,
+            "bad JSON",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .bearer_auth(token("a"))
+                .json(&json!({"title": "x", "description": "d".repeat(70_000)})),
+            413,
+            None,
+            "body over 64 KiB",
+        ),
+        (
+            client
+                .post(format!("{base}/v1/writes/playlists"))
+                .json(&json!({"title": "x"})),
+            401,
+            None,
+            "no token",
+        ),
+        (
+            client.get(format!("{base}/v1/writes/playlists/not-a-uuid")),
+            400,
+            Some("id"),
+            "bad id on read",
+        ),
+        (
+            client.get(format!("{base}/v1/writes/nowhere/x")),
+            404,
+            None,
+            "unknown sink on read",
+        ),
+    ];
+    for (request, expected, field, what) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, expected, "{what}: {body}");
+        if let Some(field) = field {
+            assert_eq!(body["field"], field, "{what}: {body}");
+        }
+    }
+    let end_after = kafka::committed_and_end("nobody", &topic).1;
+    assert_eq!(end_before, end_after, "a rejected write publishes nothing");
+    gateway.stop().await.unwrap();
+}
