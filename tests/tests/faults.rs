@@ -125,3 +125,153 @@ async fn counters_are_rebuilt_exactly_after_redis_is_emptied_mid_run() {
     counter.stop().await.unwrap();
     gateway.stop().await.unwrap();
 }
+
+/// Writes through the gateway (ids chosen by the client, so a retried call is the same
+/// write) and straight to Kafka, while the batch-writer is killed three times and
+/// PostgreSQL is stopped for 10 s.
+#[tokio::test]
+async fn a_hundred_thousand_writes_survive_three_kills_and_a_database_outage() {
+    use std::collections::HashMap;
+
+    use prost::Message;
+    use spillway_core::{sinks, wire};
+    use spillway_tests::{kafka, process::ServiceProcess};
+
+    const THROUGH_GATEWAY: usize = 50_000;
+    const THROUGH_KAFKA: usize = 50_000;
+    const LANES: usize = 25;
+
+    let _serial = SERIAL.lock().await;
+    let config = TestConfig::new(spillway_tests::SAMPLE_SINKS);
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let writer = ServiceProcess::start("batch-writer", &config).await;
+
+    let gateway_rows: Vec<(String, String)> = (0..THROUGH_GATEWAY)
+        .map(|i| (uuid::Uuid::now_v7().to_string(), format!("gateway {i}")))
+        .collect();
+    let kafka_rows: Vec<(String, String)> = (0..THROUGH_KAFKA)
+        .map(|i| (uuid::Uuid::now_v7().to_string(), format!("kafka {i}")))
+        .collect();
+
+    let chaos_config = config.clone();
+    let chaos = tokio::spawn(async move {
+        let mut writer = writer;
+        for round in 0..3 {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            writer.kill_hard();
+            if round == 1 {
+                stack::stop("postgres");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                stack::start_all();
+            }
+            writer = ServiceProcess::start("batch-writer", &chaos_config).await;
+        }
+        writer
+    });
+    let lanes = gateway_rows.chunks(THROUGH_GATEWAY / LANES).map(|lane| {
+        let api = api.clone();
+        async move {
+            for (id, title) in lane {
+                let row = serde_json::json!({"id": id, "title": title});
+                for attempt in 0.. {
+                    let (status, body) = api.write("playlists", "writer", &row).await;
+                    if status == 202 {
+                        break;
+                    }
+                    assert_eq!(status, 503, "{body}");
+                    assert!(attempt < 300, "the gateway kept refusing: {body}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    let topic = format!("{}.writes.playlists.v1", config.id);
+    let producer = kafka::producer();
+    let direct = async {
+        for chunk in kafka_rows.chunks(1_000) {
+            let sends =
+                chunk.iter().map(|(id, title)| {
+                    let row = serde_json::json!({"id": id, "member_id": "outside", "title": title});
+                    let event = wire::WriteEvent {
+                        event_id: uuid::Uuid::new_v4().to_string(),
+                        accepted_at: Some(wire::now()),
+                        request_id: "outside".into(),
+                        sink: "playlists".into(),
+                        row_id: id.clone(),
+                        operation: wire::WriteOperation::Upsert as i32,
+                        row: Some(sinks::to_struct(row.as_object().unwrap())),
+                    };
+                    let (producer, topic) = (producer.clone(), topic.clone());
+                    async move {
+                        kafka::publish(&producer, &topic, id, &event.encode_to_vec(), &[]).await
+                    }
+                });
+            futures::future::join_all(sends).await;
+        }
+    };
+    futures::join!(futures::future::join_all(lanes), direct);
+    let writer = chaos.await.unwrap();
+
+    let database = db::connect(&config).await;
+    let total = (THROUGH_GATEWAY + THROUGH_KAFKA) as i64;
+    eventually(
+        "all 100,000 rows stored",
+        Duration::from_secs(120),
+        || async {
+            (db::scalar(&database, "SELECT count(*) AS n FROM playlists", vec![]).await == total)
+                .then_some(())
+        },
+    )
+    .await;
+    let expected: HashMap<&str, &str> = gateway_rows
+        .iter()
+        .chain(&kafka_rows)
+        .map(|(id, title)| (id.as_str(), title.as_str()))
+        .collect();
+    use sea_orm::ConnectionTrait;
+    let rows = database
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT id::text AS id, title, member_id FROM playlists",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for row in rows {
+        let id: String = row.try_get("", "id").unwrap();
+        let title: String = row.try_get("", "title").unwrap();
+        let member: String = row.try_get("", "member_id").unwrap();
+        assert_eq!(
+            expected.get(id.as_str()),
+            Some(&title.as_str()),
+            "row {id} as sent"
+        );
+        assert_eq!(
+            member,
+            if title.starts_with("gateway") {
+                "writer"
+            } else {
+                "outside"
+            }
+        );
+    }
+    let mut redis = redis_client::connect().await;
+    let pattern = format!("{}{{w:playlists:*", config.key_prefix);
+    let pending = eventually("no write stays pending", Duration::from_secs(30), || {
+        let (mut redis, pattern) = (redis.clone(), pattern.clone());
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            keys.is_empty().then_some(keys)
+        }
+    })
+    .await;
+    assert!(pending.is_empty());
+    let _: () = redis::cmd("PING").query_async(&mut redis).await.unwrap();
+    drop(writer);
+    gateway.stop().await.unwrap();
+}
