@@ -127,6 +127,21 @@ group_id = "{id}-template-warmup"
         )
     }
 
+    /// The same deployment with other consumer group ids (a consumer that starts from the
+    /// beginning of the topics).
+    pub fn with_group_suffix(&self, suffix: &str) -> Self {
+        let mut config = self.clone();
+        let dir = tempfile::tempdir().expect("temp dir");
+        config.file = dir.path().join("spillway.toml");
+        config._dir = std::sync::Arc::new(dir);
+        let text = self.toml().replace(
+            &format!("group_id = \"{}-", self.id),
+            &format!("group_id = \"{}-{suffix}-", self.id),
+        );
+        std::fs::write(&config.file, text).expect("write test config");
+        config
+    }
+
     pub fn settings(&self) -> Settings {
         Settings::load_from(Some(self.file.clone())).expect("test configuration is valid")
     }

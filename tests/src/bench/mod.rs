@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod stack;
+pub mod writes;
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,8 @@ async fn main() -> Result<()> {
     let report = match name.as_str() {
         "stack" => bench::stack::run().await?,
         "counters" => bench::counters::run().await?,
-        other => bail!("unknown benchmark `{other}`; known: stack, counters"),
+        "batch-writer" => bench::writes::run().await?,
+        other => bail!("unknown benchmark `{other}`; known: stack, counters, batch-writer"),
     };
     report.publish()?;
     Ok(())
