@@ -288,3 +288,64 @@ async fn bad_writes_name_the_column_and_publish_nothing() {
     assert_eq!(end_before, end_after, "a rejected write publishes nothing");
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn two_batch_writers_split_the_partitions_and_store_every_row_once() {
+    let config = config();
+    let gateway = spawn_gateway(&config).await;
+    let first = spawn_batch_writer(&config).await;
+    let second = spawn_batch_writer(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let lanes = (0..10).map(|lane| {
+        let api = api.clone();
+        async move {
+            for i in 0..300 {
+                let (status, body) = api
+                    .write(
+                        "playlists",
+                        &format!("m{lane}"),
+                        &json!({"title": format!("{lane}-{i}")}),
+                    )
+                    .await;
+                assert_eq!(status, 202, "{body}");
+            }
+        }
+    });
+    futures::future::join_all(lanes).await;
+    let database = db::connect(&config).await;
+    eventually("3,000 rows stored", Duration::from_secs(30), || async {
+        (db::scalar(
+            &database,
+            "SELECT count(DISTINCT title) AS n FROM playlists",
+            vec![],
+        )
+        .await
+            == 3_000)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        db::scalar(&database, "SELECT count(*) AS n FROM playlists", vec![]).await,
+        3_000
+    );
+    for writer in [&first, &second] {
+        let metrics = reqwest::get(writer.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let written: f64 = metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("spillway_batch_writer_rows_total{")
+                    && line.contains("outcome=\"written\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(written > 0.0, "both instances wrote rows");
+    }
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}

@@ -135,7 +135,7 @@ fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
         .arg(name)
         .args(extra)
         .current_dir(&paths.repo)
-        .envs(env::variables(paths))
+        .envs(env::stack_variables())
         .status()?;
     Ok(if status.success() {
         ExitCode::SUCCESS

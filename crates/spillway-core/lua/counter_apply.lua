@@ -15,15 +15,16 @@ local applied = tonumber(redis.call('HGET', KEYS[1], offset_field) or '-1')
 if offset <= applied then
   return {2, tonumber(redis.call('HGET', KEYS[1], 'v') or '0')}
 end
+-- `0 - n`, not `-n`: Lua's -0 would reach HINCRBY as "-0", which Redis refuses.
 local change = 0
 if ARGV[3] == 'add' then
   change = redis.call('SADD', KEYS[2], ARGV[4])
 elseif ARGV[3] == 'remove' then
-  change = -redis.call('SREM', KEYS[2], ARGV[4])
+  change = 0 - redis.call('SREM', KEYS[2], ARGV[4])
 else
   change = tonumber(ARGV[5])
 end
-redis.call('HSET', KEYS[1], offset_field, offset)
-redis.call('HINCRBY', KEYS[1], 'ver', 1)
 local value = redis.call('HINCRBY', KEYS[1], 'v', change)
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HSET', KEYS[1], offset_field, offset)
 return {1, value}

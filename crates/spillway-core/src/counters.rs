@@ -77,74 +77,104 @@ pub async fn load_rows(
     Ok(rows)
 }
 
-/// The members of one distinct counter, as the database holds them.
+/// The members of some distinct counters of one namespace, as the database holds them.
 pub async fn load_members(
     db: &DatabaseConnection,
     namespace: &str,
-    entity_id: &str,
-) -> Result<Vec<String>, sea_orm::DbErr> {
+    entity_ids: &[String],
+) -> Result<HashMap<String, Vec<String>>, sea_orm::DbErr> {
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT member FROM counter_members WHERE namespace = $1 AND entity_id = $2",
-        [namespace.into(), entity_id.into()],
+        "SELECT entity_id, member FROM counter_members \
+         WHERE namespace = $1 AND entity_id IN (SELECT jsonb_array_elements_text($2::jsonb))",
+        [namespace.into(), json_list(entity_ids)],
     );
-    db.query_all_raw(statement)
-        .await?
-        .iter()
-        .map(|row| row.try_get("", "member"))
-        .collect()
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    for row in db.query_all_raw(statement).await? {
+        members
+            .entry(row.try_get("", "entity_id")?)
+            .or_default()
+            .push(row.try_get("", "member")?);
+    }
+    Ok(members)
 }
 
-/// Whether a member is counted, by the database (the fallback while Redis rebuilds).
-pub async fn is_member_in_db(
+/// A counter's value and whether `member` is counted, by the database in one query (the
+/// fallback while Redis does not hold the counter). A counter never counted is 0.
+pub async fn value_and_membership_in_db(
     db: &DatabaseConnection,
     namespace: &str,
     entity_id: &str,
     member: &str,
-) -> Result<bool, sea_orm::DbErr> {
+) -> Result<(i64, bool), sea_orm::DbErr> {
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT 1 AS found FROM counter_members WHERE namespace = $1 AND entity_id = $2 AND member = $3",
+        "SELECT COALESCE((SELECT value FROM counter_values WHERE namespace = $1 AND entity_id = $2), 0) AS value, \
+                EXISTS (SELECT 1 FROM counter_members WHERE namespace = $1 AND entity_id = $2 AND member = $3) AS member",
         [namespace.into(), entity_id.into(), member.into()],
     );
-    Ok(db.query_one_raw(statement).await?.is_some())
+    match db.query_one_raw(statement).await? {
+        Some(row) => Ok((row.try_get("", "value")?, row.try_get("", "member")?)),
+        None => Ok((0, false)),
+    }
 }
 
 /// Members added to Redis per SADD while loading a large set.
 const MEMBER_LOAD_CHUNK: usize = 5_000;
 
-/// Puts a counter's database state into Redis unless Redis has it already.
-/// Members go in first; the hash last, so its presence means the counter is complete.
+/// Puts the database state of some counters of one namespace into Redis, for each one that
+/// Redis does not hold already: two queries and one Redis pipeline, whatever the number.
+/// Members are staged, then swapped in by `counter_load.lua` with the hash, atomically.
 pub async fn load_into_redis(
     pool: &Pool,
     db: &DatabaseConnection,
     keys: &Keys,
     namespace: &str,
-    entity_id: &str,
-    row: Option<&CounterRow>,
+    entity_ids: &[String],
     distinct: bool,
-) -> Result<bool, CounterStateError> {
-    let mut connection = pool.get().await?;
-    if distinct {
-        let members = load_members(db, namespace, entity_id).await?;
-        let members_key = keys.counter_members(namespace, entity_id);
-        for chunk in members.chunks(MEMBER_LOAD_CHUNK) {
-            redis::cmd("SADD")
-                .arg(&members_key)
-                .arg(chunk)
-                .query_async::<i64>(&mut connection)
-                .await?;
-        }
-    }
+) -> Result<(), CounterStateError> {
+    let rows = load_rows(db, namespace, entity_ids).await?;
+    let with_rows: Vec<String> = entity_ids
+        .iter()
+        .filter(|id| rows.contains_key(*id))
+        .cloned()
+        .collect();
+    let members = if distinct && !with_rows.is_empty() {
+        load_members(db, namespace, &with_rows).await?
+    } else {
+        HashMap::new()
+    };
+    let mut pipeline = redis::pipe();
     let default_row = CounterRow::default();
-    let row = row.unwrap_or(&default_row);
-    let mut invocation = scripts::COUNTER_LOAD.key(keys.counter(namespace, entity_id));
-    invocation.arg(row.value).arg(row.version);
-    for (partition, offset) in &row.applied_offsets {
-        invocation.arg(partition).arg(offset);
+    for entity_id in entity_ids {
+        let staging_key = format!("{}:load", keys.counter(namespace, entity_id));
+        for chunk in members
+            .get(entity_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .chunks(MEMBER_LOAD_CHUNK)
+        {
+            pipeline.sadd(&staging_key, chunk).ignore();
+        }
+        let row = rows.get(entity_id).unwrap_or(&default_row);
+        let command = pipeline
+            .cmd("EVALSHA")
+            .arg(scripts::COUNTER_LOAD.get_hash())
+            .arg(3)
+            .arg(keys.counter(namespace, entity_id))
+            .arg(keys.counter_members(namespace, entity_id))
+            .arg(&staging_key)
+            .arg(row.value)
+            .arg(row.version);
+        for (partition, offset) in &row.applied_offsets {
+            command.arg(partition).arg(offset);
+        }
+        command.ignore();
     }
-    let loaded: i64 = invocation.invoke_async(&mut connection).await?;
-    Ok(loaded == 1)
+    let mut connection = pool.get().await?;
+    crate::redis::query_with_scripts::<()>(&mut connection, &pipeline, &[&scripts::COUNTER_LOAD])
+        .await?;
+    Ok(())
 }
 
 /// Current values of some counters: Redis first; a counter Redis does not hold is read from

@@ -64,6 +64,30 @@ where
     }
 }
 
+/// Runs a pipeline of `EVALSHA` calls; when Redis has lost the scripts (a restart or a new
+/// Redis) it loads them and sends the pipeline once more. The calls must be safe to repeat.
+pub async fn query_with_scripts<T: redis::FromRedisValue>(
+    connection: &mut deadpool_redis::Connection,
+    pipeline: &redis::Pipeline,
+    scripts: &[&redis::Script],
+) -> redis::RedisResult<T> {
+    match pipeline.query_async(connection).await {
+        Err(error) if is_missing_script(&error) => {
+            for script in scripts {
+                script.prepare_invoke().load_async(connection).await?;
+            }
+            pipeline.query_async(connection).await
+        }
+        outcome => outcome,
+    }
+}
+
+/// Whether Redis answered NOSCRIPT, alone or for any command of a pipeline.
+fn is_missing_script(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        || error.to_string().to_ascii_lowercase().contains("noscript")
+}
+
 /// Readiness: a PING answered.
 pub async fn check(pool: &Pool) -> Result<(), String> {
     let mut connection = pool.get().await.map_err(|error| error.to_string())?;
@@ -117,6 +141,16 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipeline_error_naming_noscript_is_a_missing_script() {
+        let error = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "pipeline failed",
+            "Index 0: NOSCRIPT No matching script".to_owned(),
+        ));
+        assert!(is_missing_script(&error));
+    }
 
     #[test]
     fn keys_share_their_hash_tag() {

@@ -243,6 +243,8 @@ impl<H: BatchHandler> ConsumerService<H> {
             }
         });
         let outcomes = futures::future::join_all(runs).await;
+        // A service with nothing to consume (no sink configured) still serves until stopped.
+        shutdown.cancelled().await;
         shutdown.cancel();
         self.producer.flush(std::time::Duration::from_secs(2));
         ops.await??;

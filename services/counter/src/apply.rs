@@ -2,7 +2,6 @@
 //! and the epoch, a key whose value changes whenever Redis is found emptied.
 
 use deadpool_redis::Connection;
-use redis::{ErrorKind, ServerErrorKind};
 use spillway_core::redis::{Keys, scripts};
 
 /// One event, ready for the apply script.
@@ -69,16 +68,9 @@ pub async fn apply_all(
         return Ok(Vec::new());
     }
     let pipeline = apply_pipeline(keys, commands);
-    let replies: Vec<(i64, i64)> = match pipeline.query_async(connection).await {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            scripts::COUNTER_APPLY
-                .prepare_invoke()
-                .load_async(connection)
-                .await?;
-            pipeline.query_async(connection).await?
-        }
-        other => other?,
-    };
+    let replies: Vec<(i64, i64)> =
+        spillway_core::redis::query_with_scripts(connection, &pipeline, &[&scripts::COUNTER_APPLY])
+            .await?;
     Ok(replies
         .into_iter()
         .map(|(code, value)| status(code, value))

@@ -241,28 +241,21 @@ impl CounterHandler {
         }
         for (namespace, entity_ids) in by_namespace {
             let entity_ids: Vec<String> = entity_ids.into_iter().collect();
-            let rows = counters::load_rows(&self.db, namespace, &entity_ids)
-                .await
-                .map_err(retry)?;
             let distinct = self
                 .namespaces
                 .get(namespace)
                 .is_some_and(|n| n.kind == CounterKind::Distinct);
-            for entity_id in &entity_ids {
-                let row = rows.get(entity_id);
-                counters::load_into_redis(
-                    &self.redis,
-                    &self.db,
-                    &self.keys,
-                    namespace,
-                    entity_id,
-                    row,
-                    distinct,
-                )
-                .await
-                .map_err(retry)?;
-                self.metrics.loads.inc();
-            }
+            counters::load_into_redis(
+                &self.redis,
+                &self.db,
+                &self.keys,
+                namespace,
+                &entity_ids,
+                distinct,
+            )
+            .await
+            .map_err(retry)?;
+            self.metrics.loads.inc_by(entity_ids.len() as u64);
         }
         Ok(())
     }

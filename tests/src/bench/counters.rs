@@ -268,21 +268,14 @@ async fn seed_big_count(config: &TestConfig, database: &DatabaseConnection) -> a
     let settings = config.settings();
     let pool = spillway_core::redis::pool(&settings.redis)?;
     let keys = spillway_core::redis::Keys::new(settings.redis.key_prefix.clone());
-    let row = spillway_core::counters::CounterRow {
-        value: BIG_COUNT,
-        version: 1,
-        applied_offsets: Default::default(),
-    };
-    spillway_core::counters::load_into_redis(
-        &pool,
-        database,
-        &keys,
-        "video-likes",
-        "big",
-        Some(&row),
-        false,
-    )
-    .await?;
+    database
+        .execute_unprepared(&format!(
+            "INSERT INTO counter_values (namespace, entity_id, value, version) VALUES ('video-likes', 'big', {BIG_COUNT}, 1)"
+        ))
+        .await?;
+    let big = ["big".to_owned()];
+    spillway_core::counters::load_into_redis(&pool, database, &keys, "video-likes", &big, false)
+        .await?;
     Ok(())
 }
 

@@ -90,12 +90,9 @@ async fn value_and_membership(
     if let Some(value) = value {
         return Ok((value, is_member));
     }
-    let rows = counters::load_rows(&state.db, namespace, &[entity_id.to_owned()]).await?;
-    let value = rows.get(entity_id).map_or(0, |row| row.value);
-    let is_member = match member {
-        Some(member) => counters::is_member_in_db(&state.db, namespace, entity_id, member).await?,
-        None => false,
-    };
+    let (value, is_member) =
+        counters::value_and_membership_in_db(&state.db, namespace, entity_id, member.unwrap_or(""))
+            .await?;
     Ok((value, is_member))
 }
 
