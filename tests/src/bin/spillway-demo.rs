@@ -19,6 +19,8 @@ async fn main() -> Result<()> {
         println!(
             "  PUT  /v1/counters/video-likes/video-1/members/me as {member:<6} -> {status} {body}"
         );
+        // Give the counter a moment, so each answer shows the likes applied before it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, body) = api.unlike("video-likes", "video-1", "linus").await;
     println!("  DELETE .../video-1/members/me as linus  -> {status} {body}");
@@ -54,5 +56,31 @@ async fn main() -> Result<()> {
     println!(
         "  database: videos.like_count of video-1 = {like_count} (kept current by the counter service)"
     );
-    Ok(())
+    demo_writes(&api).await
+}
+
+/// A burst of playlist writes: pending at once, committed in bulk by the batch-writer.
+async fn demo_writes(api: &Api) -> Result<()> {
+    println!("\ndemo: writes");
+    let mut ids = Vec::new();
+    for i in 1..=20 {
+        let row = serde_json::json!({"title": format!("Playlist {i}"), "visibility": "public"});
+        let (status, body) = api.write("playlists", "ada", &row).await;
+        anyhow::ensure!(status == 202, "write refused: {body}");
+        ids.push(body["id"].as_str().context("id")?.to_owned());
+    }
+    let (_, first) = api.read_write("playlists", &ids[0]).await;
+    println!(
+        "  POST /v1/writes/playlists x20 -> 202 each; GET the first at once -> {}",
+        first["status"]
+    );
+    for _ in 0..100 {
+        let (_, last) = api.read_write("playlists", &ids[19]).await;
+        if last["status"] == "committed" {
+            println!("  GET  /v1/writes/playlists/{} -> {last}", ids[19]);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the playlists were not committed within 10 s")
 }
