@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use spillway_core::sinks::SinkSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +27,7 @@ pub async fn prepare(
             db.execute_unprepared(&sink.create_table_sql()).await?;
         }
         for column in sink.columns.keys() {
-            let statement = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT 1 AS found FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
-                [sink.table.as_str().into(), column.as_str().into()],
-            );
-            if db.query_one_raw(statement).await?.is_none() {
+            if !spillway_core::db::column_exists(db, &sink.table, column).await? {
                 return Err(TableError::MissingColumn {
                     sink: name.clone(),
                     table: sink.table.clone(),

@@ -156,13 +156,7 @@ pub async fn check_mirrors(
             continue;
         };
         for column in [&mirror.column, &mirror.key_column] {
-            let statement = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT 1 AS found FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
-                [mirror.table.as_str().into(), column.as_str().into()],
-            );
-            if db.query_one_raw(statement).await?.is_none() {
+            if !spillway_core::db::column_exists(db, &mirror.table, column).await? {
                 return Err(MirrorError::MissingColumn {
                     namespace: name.clone(),
                     table: mirror.table.clone(),

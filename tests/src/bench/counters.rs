@@ -22,7 +22,7 @@ use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use tokio::sync::Semaphore;
 
-use super::{Report, Samples};
+use super::{Report, Samples, closed_loop};
 use crate::{TestConfig, api::Api, db, spawn_counter, spawn_gateway};
 
 const CLIENTS: usize = 100;
@@ -43,7 +43,7 @@ pub async fn run() -> anyhow::Result<Report> {
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
 
     let naive = naive_server(&config).await?;
-    let naive_likes = like_load(move |client, i| {
+    let naive_likes = closed_loop(CLIENTS, LIKES_PER_CLIENT, move |client, i| {
         let url = format!(
             "{naive}/naive/videos/video-{}/likes/m{client}-{i}",
             i % 1_000
@@ -59,7 +59,7 @@ pub async fn run() -> anyhow::Result<Report> {
     })
     .await;
     let load_api = api.clone();
-    let spillway_likes = like_load(move |client, i| {
+    let spillway_likes = closed_loop(CLIENTS, LIKES_PER_CLIENT, move |client, i| {
         let api = load_api.clone();
         async move {
             api.like(
@@ -149,39 +149,6 @@ pub async fn run() -> anyhow::Result<Report> {
     counter.stop().await?;
     gateway.stop().await?;
     Ok(report)
-}
-
-/// `CLIENTS` clients each doing `LIKES_PER_CLIENT` requests one after another.
-async fn like_load<F, Fut>(request: F) -> Samples
-where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = u16> + Send,
-{
-    let started = Instant::now();
-    let clients = (0..CLIENTS).map(|client| {
-        let request = request.clone();
-        tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(LIKES_PER_CLIENT);
-            for i in 0..LIKES_PER_CLIENT {
-                let one = Instant::now();
-                let status = request(client, i).await;
-                assert!(
-                    status == 202 || status == 200,
-                    "a like failed with {status}"
-                );
-                latencies.push(one.elapsed());
-            }
-            latencies
-        })
-    });
-    let mut samples = Samples::with_capacity(CLIENTS * LIKES_PER_CLIENT);
-    for latencies in join_all(clients).await {
-        for latency in latencies.expect("client task") {
-            samples.record(latency);
-        }
-    }
-    samples.set_elapsed(started.elapsed());
-    samples
 }
 
 async fn read_load<F, Fut>(count: usize, request: F) -> Samples

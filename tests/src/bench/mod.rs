@@ -81,6 +81,40 @@ where
     samples
 }
 
+/// `clients` concurrent clients, each sending `per_client` requests one after another;
+/// `request(client, i)` returns the HTTP status, which must be 200 or 202.
+pub async fn closed_loop<F, Fut>(clients: usize, per_client: usize, request: F) -> Samples
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = u16> + Send,
+{
+    let started = Instant::now();
+    let tasks = (0..clients).map(|client| {
+        let request = request.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let one = Instant::now();
+                let status = request(client, i).await;
+                assert!(
+                    status == 200 || status == 202,
+                    "a request failed with {status}"
+                );
+                latencies.push(one.elapsed());
+            }
+            latencies
+        })
+    });
+    let mut samples = Samples::with_capacity(clients * per_client);
+    for latencies in futures::future::join_all(tasks).await {
+        for latency in latencies.expect("client task") {
+            samples.record(latency);
+        }
+    }
+    samples.set_elapsed(started.elapsed());
+    samples
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub count: usize,

@@ -19,7 +19,7 @@ use futures::future::join_all;
 use prost::Message;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use super::{Report, Samples};
+use super::{Report, Samples, closed_loop};
 use crate::{SAMPLE_SINKS, TestConfig, api::Api, db, kafka, spawn_batch_writer, spawn_gateway};
 
 const CLIENTS: usize = 100;
@@ -36,7 +36,7 @@ pub async fn run() -> anyhow::Result<Report> {
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
 
     let naive = naive_server(&config).await?;
-    let per_row = client_load(move |client, i| {
+    let per_row = closed_loop(CLIENTS, WRITES_PER_CLIENT, move |client, i| {
         let url = format!("{naive}/naive/playlists");
         async move {
             let body = serde_json::json!({"member_id": format!("m{client}"), "title": format!("list {i}")});
@@ -87,38 +87,6 @@ pub async fn run() -> anyhow::Result<Report> {
     );
     gateway.stop().await?;
     Ok(report)
-}
-
-async fn client_load<F, Fut>(request: F) -> Samples
-where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = u16> + Send,
-{
-    let started = Instant::now();
-    let clients = (0..CLIENTS).map(|client| {
-        let request = request.clone();
-        tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(WRITES_PER_CLIENT);
-            for i in 0..WRITES_PER_CLIENT {
-                let one = Instant::now();
-                let status = request(client, i).await;
-                assert!(
-                    status == 200 || status == 202,
-                    "a write failed with {status}"
-                );
-                latencies.push(one.elapsed());
-            }
-            latencies
-        })
-    });
-    let mut samples = Samples::default();
-    for latencies in join_all(clients).await {
-        for latency in latencies.expect("client") {
-            samples.record(latency);
-        }
-    }
-    samples.set_elapsed(started.elapsed());
-    samples
 }
 
 /// The seed's before: a handler that inserts each playlist synchronously.
@@ -181,7 +149,7 @@ async fn through_gateway(
     ));
     let started = Instant::now();
     let load_api = api.clone();
-    let accepted = client_load(move |client, i| {
+    let accepted = closed_loop(CLIENTS, WRITES_PER_CLIENT, move |client, i| {
         let (api, acked) = (load_api.clone(), acked.clone());
         async move {
             let body = serde_json::json!({"title": format!("list {i}"), "visibility": "public"});

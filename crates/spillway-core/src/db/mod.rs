@@ -6,7 +6,10 @@ pub mod migrations;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseSettings;
@@ -51,6 +54,22 @@ pub async fn migrate(db: &DatabaseConnection, schema: &str) -> Result<(), DbErro
     migrations::Migrator::up(&transaction, None).await?;
     transaction.commit().await?;
     Ok(())
+}
+
+/// Whether `table.column` exists in the connection's schema (start-up checks of tables
+/// spillway writes into but does not own).
+pub async fn column_exists(
+    db: &DatabaseConnection,
+    table: &str,
+    column: &str,
+) -> Result<bool, sea_orm::DbErr> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT 1 AS found FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+        [table.into(), column.into()],
+    );
+    Ok(db.query_one_raw(statement).await?.is_some())
 }
 
 /// Readiness: `SELECT 1` answered.
