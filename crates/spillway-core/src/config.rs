@@ -200,7 +200,7 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             bootstrap: "127.0.0.1:19092".into(),
-            produce_timeout_ms: 1_500,
+            produce_timeout_ms: 1_000,
             consumer_batch_size: 1_000,
             consumer_linger_ms: 50,
             counter_events: TopicSettings::new("spillway.counter-events.v1", 6),
@@ -474,6 +474,16 @@ impl Settings {
             100,
             60_000,
         )?;
+        if self.kafka.produce_timeout_ms + 250 > self.gateway.request_deadline_ms {
+            return Err(invalid(
+                "kafka.produce_timeout_ms",
+                format!(
+                    "{} must stay at least 250 ms below gateway.request_deadline_ms ({}) so a \
+                     Kafka outage is answered as such before the request deadline",
+                    self.kafka.produce_timeout_ms, self.gateway.request_deadline_ms
+                ),
+            ));
+        }
         for (key, group) in [
             ("counter.group_id", &self.counter.group_id),
             ("batch_writer.group_id", &self.batch_writer.group_id),
@@ -590,6 +600,14 @@ mod tests {
         settings.counter.listen = "nowhere".into();
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("counter.listen"), "{error}");
+    }
+
+    #[test]
+    fn a_produce_timeout_reaching_the_request_deadline_is_refused() {
+        let mut settings = Settings::default();
+        settings.kafka.produce_timeout_ms = settings.gateway.request_deadline_ms;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("kafka.produce_timeout_ms"), "{error}");
     }
 
     #[test]

@@ -11,6 +11,9 @@ use rdkafka::{
 
 use super::{KafkaError, base_config};
 
+/// Slack beyond the delivery timeout before a send is reported as timed out.
+const OUTER_GUARD: Duration = Duration::from_millis(100);
+
 /// Where the broker stored a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -59,8 +62,8 @@ impl EventProducer {
             .payload(payload)
             .headers(owned_headers);
         let delivery = self.producer.send(record, Timeout::After(self.timeout));
-        // The delivery future resolves by message.timeout.ms; the outer bound is a guard.
-        match tokio::time::timeout(self.timeout + Duration::from_millis(500), delivery).await {
+        // Queueing and delivery each end by `timeout`; one outer bound keeps their sum there too.
+        match tokio::time::timeout(self.timeout + OUTER_GUARD, delivery).await {
             Ok(Ok(delivery)) => Ok(Delivered {
                 partition: delivery.partition,
                 offset: delivery.offset,
