@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus registry each service exports.
 //! - [`service`]: the start-up and run loop every service shares.
 //! - [`sinks`]: write sinks: rows checked against their table, and the bulk SQL.
+//! - [`templates`]: templates and their pools of ready S3 copies.
 //! - [`shutdown`]: one signal that reaches every task; SIGTERM drains, a second signal exits.
 
 pub mod config;
@@ -28,4 +29,5 @@ pub mod service;
 pub mod shutdown;
 pub mod sinks;
 pub mod telemetry;
+pub mod templates;
 pub mod wire;

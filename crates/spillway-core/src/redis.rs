@@ -48,6 +48,15 @@ pub mod scripts {
     /// Creates a counter hash from its database row unless it exists.
     pub static COUNTER_LOAD: LazyLock<redis::Script> =
         LazyLock::new(|| redis::Script::new(include_str!("../lua/counter_load.lua")));
+    /// Hands one ready template copy to exactly one caller.
+    pub static POOL_TAKE: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("../lua/pool_take.lua")));
+    /// Puts a finished copy into its pool unless it is there or was handed out.
+    pub static POOL_PUSH: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("../lua/pool_push.lua")));
+    /// Takes copies out of a pool before they are deleted.
+    pub static POOL_REMOVE: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("../lua/pool_remove.lua")));
 }
 
 /// Runs a Redis future under a deadline, so a hung Redis cannot hang a request.
@@ -127,9 +136,19 @@ impl Keys {
         format!("{}{{w:{sink}:{id}}}", self.prefix)
     }
 
-    /// `{p:<template_id>}`: a template's ready copies.
+    /// `{p:<template_id>}`: the ids of a template's ready copies, oldest at the right.
     pub fn template_pool(&self, template_id: &str) -> String {
         format!("{}{{p:{template_id}}}", self.prefix)
+    }
+
+    /// `{p:<template_id>}:r`: the records of the copies in the pool, by copy id.
+    pub fn template_pool_records(&self, template_id: &str) -> String {
+        format!("{}:r", self.template_pool(template_id))
+    }
+
+    /// `{p:<template_id>}:t`: copies handed out whose database row may still say ready.
+    pub fn template_pool_taken(&self, template_id: &str) -> String {
+        format!("{}:t", self.template_pool(template_id))
     }
 
     /// Any other key of this deployment, under the same prefix.

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CounterTables)]
+        vec![Box::new(CounterTables), Box::new(TemplateTables)]
     }
 }
 
@@ -45,6 +45,35 @@ impl MigrationTrait for CounterTables {
         run_script(
             manager,
             "DROP TABLE counter_members;\nDROP TABLE counter_values;\n",
+        )
+        .await
+    }
+}
+
+/// `templates` and `template_objects` (what a template copies) and `template_copies` (every
+/// copy from its first S3 call to its deletion or hand-out).
+struct TemplateTables;
+
+impl MigrationName for TemplateTables {
+    fn name(&self) -> &str {
+        "m0002_template_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TemplateTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            include_str!("../../sql/m0002_template_tables.up.sql"),
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP TABLE template_copies;\nDROP TABLE template_objects;\nDROP TABLE templates;\n",
         )
         .await
     }
