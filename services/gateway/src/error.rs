@@ -2,7 +2,11 @@
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use spillway_core::{
-    counters::CounterStateError, http::Problem, kafka::KafkaError, redis::RedisError,
+    counters::CounterStateError,
+    http::Problem,
+    kafka::KafkaError,
+    redis::RedisError,
+    templates::{CopyError, LifecycleError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,29 @@ pub enum ApiError {
     Redis(#[from] RedisError),
     #[error("the database is unavailable: {0}")]
     Database(#[from] sea_orm::DbErr),
+    #[error("s3 is unavailable: {0}")]
+    S3(String),
+    #[error("the copy failed and was removed: {0}")]
+    CopyFailed(String),
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(error: LifecycleError) -> Self {
+        match error {
+            LifecycleError::Database(error) => Self::Database(error),
+            LifecycleError::Redis(error) => Self::Redis(error),
+            LifecycleError::Copy(error) => error.into(),
+        }
+    }
+}
+
+impl From<CopyError> for ApiError {
+    fn from(error: CopyError) -> Self {
+        match error {
+            CopyError::Refused(_) => Self::CopyFailed(error.to_string()),
+            CopyError::Unavailable(_) | CopyError::TimedOut(_) => Self::S3(error.to_string()),
+        }
+    }
 }
 
 impl From<CounterStateError> for ApiError {
@@ -64,6 +91,8 @@ impl ApiError {
             Self::Kafka(_) => Problem::unavailable("kafka", detail),
             Self::Redis(_) => Problem::unavailable("redis", detail),
             Self::Database(_) => Problem::unavailable("database", detail),
+            Self::S3(_) => Problem::unavailable("s3", detail),
+            Self::CopyFailed(_) => Problem::new(StatusCode::BAD_GATEWAY, "copy-failed", detail),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! A request meets the modules in this order:
 //! - [`middleware`]: request id, deadline, request metrics.
 //! - [`auth`]: the member from the bearer JWT.
-//! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`), checking input with [`validate`].
+//! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`, `/v1/templates`), checking input with [`validate`].
 //! - [`error`]: every failure becomes problem+json in one place.
 
 pub mod auth;
@@ -25,6 +25,7 @@ use spillway_core::{
     redis::{Keys, RedisPool},
     service::{self, ServiceBase},
     sinks::SinkSettings,
+    templates::{CopyMaker, S3Copier, TemplatePool},
     wire::{self, CounterEvent},
 };
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub counter_topic: String,
     pub sinks: BTreeMap<String, SinkSettings>,
     pub kafka: KafkaSettings,
+    pub templates: routes::templates::TemplateState,
 }
 
 impl AppState {
@@ -88,6 +90,21 @@ impl Application {
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let settings = &base.settings;
+        let templates = routes::templates::TemplateState {
+            maker: CopyMaker::new(
+                db.clone(),
+                TemplatePool::new(
+                    redis.clone(),
+                    base.keys.clone(),
+                    Duration::from_millis(settings.redis.timeout_ms),
+                ),
+                // No readiness check on S3: without it only direct copies fail; pool hits,
+                // counters and writes go on.
+                S3Copier::new(spillway_core::s3::client(&settings.s3), settings),
+            ),
+            metrics: routes::templates::TemplateMetrics::new(&base.metrics),
+            warmup_topic: settings.kafka.warmup_requests.name.clone(),
+        };
         let state = AppState {
             namespaces: settings.namespaces.clone(),
             redis,
@@ -98,6 +115,7 @@ impl Application {
             counter_topic: settings.kafka.counter_events.name.clone(),
             sinks: settings.sinks.clone(),
             kafka: settings.kafka.clone(),
+            templates,
         };
         let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
         Ok(Self {

@@ -91,7 +91,7 @@ impl RefillHandler {
         self.metrics
             .copy_duration
             .observe(started.elapsed().as_secs_f64());
-        let outcome = match self.maker.pool(&record).await? {
+        let outcome = match self.maker.pool(&record, CopyState::Copying).await? {
             Pooled::Ready => "ready",
             Pooled::Retired => "retired",
             Pooled::Abandoned => "abandoned",

@@ -93,12 +93,16 @@ impl CopyMaker {
         Ok(true)
     }
 
-    /// Puts a finished copy into its template's pool, unless the template has a new version
-    /// by now or the sweeper abandoned the copy (then it is deleted).
-    pub async fn pool(&self, record: &CopyRecord) -> Result<Pooled, LifecycleError> {
+    /// Puts a finished copy (in state `from`: `copying`, or `taken` for a direct copy whose
+    /// caller left before it was delivered) into its template's pool, unless the template
+    /// has a new version by now or the sweeper abandoned the copy (then it is deleted).
+    pub async fn pool(
+        &self,
+        record: &CopyRecord,
+        from: CopyState,
+    ) -> Result<Pooled, LifecycleError> {
         let ids = [record.copy_id];
-        let moved =
-            store::transition(&self.db, &ids, CopyState::Copying, CopyState::Ready, None).await?;
+        let moved = store::transition(&self.db, &ids, from, CopyState::Ready, None).await?;
         if moved.is_empty() {
             self.copier
                 .delete_copy(&record.template_id, record.copy_id)

@@ -1,6 +1,7 @@
 //! The REST API, one module per resource.
 
 pub mod counters;
+pub mod templates;
 pub mod writes;
 
 use actix_web::{
@@ -20,6 +21,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .configure(counters::configure)
+        .configure(templates::configure)
         .configure(writes::configure);
 }
 
