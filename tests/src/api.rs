@@ -127,4 +127,43 @@ impl Api {
         assert_eq!(status, 200, "{body}");
         body["value"].as_i64().expect("value")
     }
+
+    /// `PUT /v1/templates/{id}` with a token holding `templates:write`.
+    pub async fn register_template(&self, id: &str, objects: &[String], capacity: i64) -> Answer {
+        let url = self.url(&format!("/v1/templates/{id}"));
+        let token = gateway::auth::issue_token(&self.secret, "ops", &["templates:write"], 3600);
+        let body = json!({ "objects": objects, "pool_capacity": capacity });
+        answer(
+            self.client
+                .put(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("PUT template"),
+        )
+        .await
+    }
+
+    /// `POST /v1/templates/{id}/copies` as `member`.
+    pub async fn take_copy(&self, id: &str, member: &str) -> Answer {
+        let url = self.url(&format!("/v1/templates/{id}/copies"));
+        answer(
+            self.client
+                .post(url)
+                .bearer_auth(self.token(member))
+                .send()
+                .await
+                .expect("POST copy"),
+        )
+        .await
+    }
+
+    /// `GET /v1/templates/{id}/pool`: (ready, capacity).
+    pub async fn pool(&self, id: &str) -> (i64, i64) {
+        let url = self.url(&format!("/v1/templates/{id}/pool"));
+        let (status, body) = answer(self.client.get(url).send().await.expect("GET pool")).await;
+        assert_eq!(status, 200, "{body}");
+        (body["ready"].as_i64().unwrap(), body["capacity"].as_i64().unwrap())
+    }
 }

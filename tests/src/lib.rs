@@ -6,12 +6,14 @@
 //! - [`spawn`]: the services in-process on port 0, stopped by their shutdown token.
 //! - [`process`]: the service binaries as child processes, for SIGTERM and `kill -9`.
 //! - [`stack`]: the local stack's addresses, and stopping/starting a component (fault tests).
-//! - [`kafka`] and [`db`]: reading and writing the stack directly, as an outside client would.
+//! - [`kafka`], [`db`] and [`objects`]: reading and writing the stack directly, as an outside
+//!   client would.
 
 pub mod api;
 pub mod bench;
 pub mod db;
 pub mod kafka;
+pub mod objects;
 pub mod process;
 pub mod redis_client;
 pub mod scenario;
