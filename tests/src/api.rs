@@ -164,6 +164,9 @@ impl Api {
         let url = self.url(&format!("/v1/templates/{id}/pool"));
         let (status, body) = answer(self.client.get(url).send().await.expect("GET pool")).await;
         assert_eq!(status, 200, "{body}");
-        (body["ready"].as_i64().unwrap(), body["capacity"].as_i64().unwrap())
+        (
+            body["ready"].as_i64().unwrap(),
+            body["capacity"].as_i64().unwrap(),
+        )
     }
 }

@@ -44,7 +44,13 @@ pub async fn put_sources(
 
 /// An object's bytes, or `None` when it does not exist.
 pub async fn get(client: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    let object = client.get_object().bucket(bucket).key(key).send().await.ok()?;
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
     Some(object.body.collect().await.expect("object body").to_vec())
 }
 
@@ -61,7 +67,11 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Vec<String> {
             .send()
             .await
             .expect("list objects");
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         token = page.next_continuation_token().map(str::to_owned);
         if token.is_none() {
             return keys;

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use spillway_core::{
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
-    templates::{CopyError, CopyMaker, CopyOrigin, LifecycleError, Pooled, Template, store},
+    templates::{
+        CopyError, CopyMaker, CopyOrigin, CopyState, LifecycleError, Pooled, Template, store,
+    },
     wire::WarmupRequest,
 };
 
