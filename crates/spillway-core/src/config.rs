@@ -299,6 +299,9 @@ pub struct GatewaySettings {
     pub listen: String,
     /// No request is answered later than this.
     pub request_deadline_ms: u64,
+    /// The deadline of requests that copy S3 objects inside the request (a template copy
+    /// when the pool is empty, a template registration checking its objects).
+    pub copy_deadline_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -306,6 +309,7 @@ impl Default for GatewaySettings {
         Self {
             listen: "127.0.0.1:8080".into(),
             request_deadline_ms: 2_000,
+            copy_deadline_ms: 15_000,
         }
     }
 }
@@ -561,6 +565,12 @@ impl Settings {
             self.gateway.request_deadline_ms,
             100,
             60_000,
+        )?;
+        in_range(
+            "gateway.copy_deadline_ms",
+            self.gateway.copy_deadline_ms,
+            self.gateway.request_deadline_ms,
+            600_000,
         )?;
         if self.kafka.produce_timeout_ms + 250 > self.gateway.request_deadline_ms {
             return Err(invalid(

@@ -118,9 +118,10 @@ impl Application {
             templates,
         };
         let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
+        let copy_deadline = Duration::from_millis(settings.gateway.copy_deadline_ms);
         Ok(Self {
             listener: service::bind(&settings.gateway.listen)?,
-            observer: web::Data::new(RequestObserver::new(&base.metrics, deadline)),
+            observer: web::Data::new(RequestObserver::new(&base.metrics, deadline, copy_deadline)),
             authenticator: web::Data::new(auth::Authenticator::new(settings.jwt_secret.expose())),
             state: web::Data::new(state),
             ops: base.ops_state(),

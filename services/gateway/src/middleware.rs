@@ -24,16 +24,24 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Request metrics and the deadline.
+/// Routes that call S3 inside the request (a direct copy, checking a template's objects):
+/// they get `gateway.copy_deadline_ms` instead of the request deadline.
+const S3_ROUTES: [(&str, &str); 2] = [
+    ("POST", "/v1/templates/{template_id}/copies"),
+    ("PUT", "/v1/templates/{template_id}"),
+];
+
+/// Request metrics and the deadlines.
 #[derive(Clone)]
 pub struct RequestObserver {
     deadline: Duration,
+    copy_deadline: Duration,
     requests: IntCounterVec,
     duration: HistogramVec,
 }
 
 impl RequestObserver {
-    pub fn new(metrics: &Metrics, deadline: Duration) -> Self {
+    pub fn new(metrics: &Metrics, deadline: Duration, copy_deadline: Duration) -> Self {
         let requests = metrics.register(
             IntCounterVec::new(
                 Opts::new(
@@ -57,8 +65,18 @@ impl RequestObserver {
         );
         Self {
             deadline,
+            copy_deadline,
             requests,
             duration,
+        }
+    }
+
+    /// The deadline of a route.
+    fn deadline_for(&self, method: &str, route: &str) -> Duration {
+        if S3_ROUTES.contains(&(method, route)) {
+            self.copy_deadline
+        } else {
+            self.deadline
         }
     }
 }
@@ -88,7 +106,8 @@ pub async fn observe(
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
-    let mut response = match tokio::time::timeout(observer.deadline, next.call(request)).await {
+    let deadline = observer.deadline_for(&method, &route);
+    let mut response = match tokio::time::timeout(deadline, next.call(request)).await {
         Ok(outcome) => outcome?.map_into_boxed_body(),
         Err(_) => {
             // The request was moved into the handler; answer through the error path.
@@ -101,7 +120,7 @@ pub async fn observe(
                 "deadline-exceeded",
                 format!(
                     "no answer within the {} ms request deadline",
-                    observer.deadline.as_millis()
+                    deadline.as_millis()
                 ),
             )
             .with_retry_after(1)
