@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use spillway_tests::{
-    TestConfig, api::Api, db, eventually, redis_client, scenario::Workload, spawn_counter,
-    spawn_gateway, stack,
+    TestConfig, api::Api, db, eventually, objects, redis_client, scenario::Workload, spawn_counter,
+    spawn_gateway, spawn_template_warmup, stack,
 };
 use tokio::sync::Mutex;
 
@@ -274,4 +274,74 @@ async fn a_hundred_thousand_writes_survive_three_kills_and_a_database_outage() {
     let _: () = redis::cmd("PING").query_async(&mut redis).await.unwrap();
     drop(writer);
     gateway.stop().await.unwrap();
+}
+
+/// S3 stopped for real: a direct copy answers 503 naming S3 (and leaves nothing behind),
+/// a pool hit still succeeds, template-warmup reports S3 down, and refills resume when S3 is
+/// back.
+#[tokio::test]
+async fn with_s3_down_direct_copies_answer_503_pool_hits_succeed_and_refills_resume() {
+    let _serial = SERIAL.lock().await;
+    let config = TestConfig::new("[templates]\nsweep_interval_ms = 300\ncopy_timeout_ms = 2000\n");
+    let warmup = spawn_template_warmup(&config).await;
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let (client, bucket) = objects::bucket(&config).await;
+    let sources = objects::put_sources(&client, &bucket, "templates/s3down", 3, 512).await;
+    assert_eq!(api.register_template("pooled", &sources, 2).await.0, 201);
+    assert_eq!(
+        api.register_template("direct-only", &sources, 0).await.0,
+        201
+    );
+    let full = || async { (api.pool("pooled").await.0 == 2).then_some(()) };
+    eventually("pool full", Duration::from_secs(30), full).await;
+
+    stack::stop("s3");
+    let started = Instant::now();
+    let (status, body) = api.take_copy("direct-only", "alice").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["dependency"], "s3", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "answered, not hung"
+    );
+    let (status, copy) = api.take_copy("pooled", "bob").await;
+    assert_eq!(status, 201, "a pool hit needs no S3: {copy}");
+    assert_eq!(copy["source"], "pool");
+    let client_http = reqwest::Client::new();
+    let (status, body) = readyz(&client_http, &warmup.url("/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["down"], serde_json::json!(["s3"]), "{body}");
+
+    stack::start_all();
+    eventually(
+        "pool refilled after S3 returned",
+        Duration::from_secs(60),
+        full,
+    )
+    .await;
+    let db = db::connect(&config).await;
+    eventually(
+        "the failed direct copy cleaned up",
+        Duration::from_secs(30),
+        || async {
+            let left = db::scalar(
+                &db,
+                "SELECT count(*) AS n FROM template_copies WHERE state = 'copying'",
+                vec![],
+            )
+            .await;
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    let taken = db::scalar(
+        &db,
+        "SELECT count(*) AS n FROM template_copies WHERE state = 'taken' AND origin = 'direct'",
+        vec![],
+    )
+    .await;
+    assert_eq!(taken, 0, "no direct copy was handed out while S3 was down");
+    gateway.stop().await.unwrap();
+    warmup.stop().await.unwrap();
 }
