@@ -2,7 +2,7 @@
 //! (`$SPILLWAY_CACHE_DIR`, default `~/.cache/spillway`), and the running stack's data, logs and
 //! pid files in `<repo>/.stack` (git-ignored).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -15,7 +15,11 @@ pub struct Paths {
 
 impl Paths {
     pub fn discover() -> Result<Self> {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        // `cargo run` sets CARGO_MANIFEST_DIR for the run: the clone that invoked us, even when
+        // the binary was last linked for another clone sharing the target directory.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let repo = manifest_dir
             .parent()
             .context("xtask/ has a parent")?
             .to_path_buf();

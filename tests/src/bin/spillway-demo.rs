@@ -1,5 +1,6 @@
 //! The demo `cargo xtask up` ends with: a few likes and views through the gateway, then the
-//! counts read back from the API and from the database's mirror column.
+//! counts read back from the API and from the database's mirror column; a burst of writes
+//! read back pending then committed; a template registered and copies served from its pool.
 
 use std::time::Duration;
 
@@ -56,7 +57,8 @@ async fn main() -> Result<()> {
     println!(
         "  database: videos.like_count of video-1 = {like_count} (kept current by the counter service)"
     );
-    demo_writes(&api).await
+    demo_writes(&api).await?;
+    demo_templates(&api).await
 }
 
 /// A burst of playlist writes: pending at once, committed in bulk by the batch-writer.
@@ -83,4 +85,52 @@ async fn demo_writes(api: &Api) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the playlists were not committed within 10 s")
+}
+
+/// A template of 30 objects registered, its pool warmed, copies handed out from it.
+async fn demo_templates(api: &Api) -> Result<()> {
+    println!("\ndemo: templates");
+    let settings = spillway_core::config::Settings::load()?;
+    let client = spillway_core::s3::client(&settings.s3);
+    let mut sources = Vec::new();
+    for n in 0..30 {
+        let key = format!("templates/welcome-kit/image-{n:02}.png");
+        let body = vec![n as u8; 64 * 1024];
+        client
+            .put_object()
+            .bucket(&settings.s3.bucket)
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .context("uploading the demo template's objects")?;
+        sources.push(key);
+    }
+    let (status, body) = api.register_template("welcome-kit", &sources, 4).await;
+    anyhow::ensure!(status.is_success(), "template refused: {body}");
+    println!(
+        "  PUT  /v1/templates/welcome-kit (30 objects of 64 KiB, pool of 4) -> {status} version {}",
+        body["version"]
+    );
+    for _ in 0..300 {
+        if api.pool("welcome-kit").await.0 == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ready, capacity) = api.pool("welcome-kit").await;
+    println!("  GET  /v1/templates/welcome-kit/pool -> ready {ready} of {capacity}");
+    for member in ["ada", "grace", "linus"] {
+        let started = std::time::Instant::now();
+        let (status, copy) = api.take_copy("welcome-kit", member).await;
+        anyhow::ensure!(status == 201, "copy refused: {copy}");
+        println!(
+            "  POST /v1/templates/welcome-kit/copies as {member:<6} -> {status} from {} in {:.1} ms: {} objects under copies/welcome-kit/{}/",
+            copy["source"],
+            started.elapsed().as_secs_f64() * 1e3,
+            copy["objects"].as_array().map_or(0, Vec::len),
+            copy["copy_id"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(())
 }
