@@ -99,6 +99,10 @@ pub struct Settings {
     pub namespaces: BTreeMap<String, NamespaceSettings>,
     /// Write sinks by name (`[sinks.playlists]`).
     pub sinks: BTreeMap<String, crate::sinks::SinkSettings>,
+    /// Waiting rooms by name (`[queues.concerts]`, each with a name `pattern`).
+    pub queues: BTreeMap<String, crate::queues::QueueSettings>,
+    /// How waiting rooms sign admissions.
+    pub admission: crate::queues::AdmissionSettings,
 }
 
 /// How a namespace counts.
@@ -608,6 +612,15 @@ impl Settings {
         for (name, sink) in &self.sinks {
             crate::sinks::validate_sink(name, sink)?;
         }
+        for (name, queue) in &self.queues {
+            crate::queues::validate_queue(name, queue)?;
+        }
+        in_range(
+            "admission.ttl_seconds",
+            self.admission.ttl_seconds,
+            1,
+            3_600,
+        )?;
         Ok(())
     }
 

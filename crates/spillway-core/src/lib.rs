@@ -14,6 +14,7 @@
 //! - [`service`]: the start-up and run loop every service shares.
 //! - [`sinks`]: write sinks: rows checked against their table, and the bulk SQL.
 //! - [`templates`]: templates and their pools of ready S3 copies.
+//! - [`queues`]: waiting-room configuration.
 //! - [`shutdown`]: one signal that reaches every task; SIGTERM drains, a second signal exits.
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod db;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod queues;
 pub mod readiness;
 pub mod redis;
 pub mod s3;

@@ -54,6 +54,9 @@ pub mod scripts {
     /// Puts a finished copy into its pool unless it is there or was handed out.
     pub static POOL_PUSH: LazyLock<redis::Script> =
         LazyLock::new(|| redis::Script::new(include_str!("../lua/pool_push.lua")));
+    /// One step of a waiting room: expire, apply the caller's operation, admit, describe.
+    pub static QUEUE_ADMIT: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("../lua/queue_admit.lua")));
     /// Takes copies out of a pool before they are deleted.
     pub static POOL_REMOVE: LazyLock<redis::Script> =
         LazyLock::new(|| redis::Script::new(include_str!("../lua/pool_remove.lua")));
@@ -149,6 +152,11 @@ impl Keys {
     /// `{p:<template_id>}:t`: copies handed out whose database row may still say ready.
     pub fn template_pool_taken(&self, template_id: &str) -> String {
         format!("{}:t", self.template_pool(template_id))
+    }
+
+    /// `{q:<queue>}:<part>`: one of a waiting room's keys (see `lua/queue_admit.lua`).
+    pub fn queue(&self, queue: &str, part: &str) -> String {
+        format!("{}{{q:{queue}}}:{part}", self.prefix)
     }
 
     /// Any other key of this deployment, under the same prefix.

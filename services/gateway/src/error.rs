@@ -33,6 +33,11 @@ pub enum ApiError {
     S3(String),
     #[error("the copy failed and was removed: {0}")]
     CopyFailed(String),
+    #[error(
+        "the waiting room's state was lost (Redis restarted empty); admissions resume once \
+         every session it may have admitted has expired"
+    )]
+    QueueHeld { retry_after_seconds: u64 },
 }
 
 impl From<LifecycleError> for ApiError {
@@ -93,6 +98,9 @@ impl ApiError {
             Self::Database(_) => Problem::unavailable("database", detail),
             Self::S3(_) => Problem::unavailable("s3", detail),
             Self::CopyFailed(_) => Problem::new(StatusCode::BAD_GATEWAY, "copy-failed", detail),
+            Self::QueueHeld {
+                retry_after_seconds,
+            } => Problem::unavailable("redis", detail).with_retry_after(*retry_after_seconds),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! A request meets the modules in this order:
 //! - [`middleware`]: request id, deadline, request metrics.
 //! - [`auth`]: the member from the bearer JWT.
-//! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`, `/v1/templates`), checking input with [`validate`].
+//! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`, `/v1/templates`,
+//!   `/v1/queues`), checking input with [`validate`].
+//! - [`waiting_room`]: the waiting rooms' Redis step behind `/v1/queues`.
 //! - [`error`]: every failure becomes problem+json in one place.
 
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod middleware;
 pub mod routes;
 pub mod validate;
+pub mod waiting_room;
 
 use std::{collections::BTreeMap, net::TcpListener, time::Duration};
 
@@ -44,6 +47,8 @@ pub struct AppState {
     pub sinks: BTreeMap<String, SinkSettings>,
     pub kafka: KafkaSettings,
     pub templates: routes::templates::TemplateState,
+    pub waiting_rooms: waiting_room::WaitingRooms,
+    pub admission: routes::queues::AdmissionSigner,
 }
 
 impl AppState {
@@ -68,6 +73,14 @@ impl AppState {
                 &headers,
             )
             .await?)
+    }
+}
+
+/// The admission secret: its own when configured, else the member JWT secret.
+fn admission_secret(settings: &Settings) -> &str {
+    match settings.admission.secret.expose() {
+        "" => settings.jwt_secret.expose(),
+        secret => secret,
     }
 }
 
@@ -107,7 +120,7 @@ impl Application {
         };
         let state = AppState {
             namespaces: settings.namespaces.clone(),
-            redis,
+            redis: redis.clone(),
             redis_timeout: Duration::from_millis(settings.redis.timeout_ms),
             db,
             producer: base.producer.clone(),
@@ -116,6 +129,16 @@ impl Application {
             sinks: settings.sinks.clone(),
             kafka: settings.kafka.clone(),
             templates,
+            waiting_rooms: waiting_room::WaitingRooms::new(
+                redis.clone(),
+                base.keys.clone(),
+                Duration::from_millis(settings.redis.timeout_ms),
+                settings.queues.clone(),
+            ),
+            admission: routes::queues::AdmissionSigner::new(
+                admission_secret(settings),
+                settings.admission.ttl_seconds,
+            ),
         };
         let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
         let copy_deadline = Duration::from_millis(settings.gateway.copy_deadline_ms);

@@ -1,6 +1,7 @@
 //! The REST API, one module per resource.
 
 pub mod counters;
+pub mod queues;
 pub mod templates;
 pub mod writes;
 
@@ -21,6 +22,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .configure(counters::configure)
+        .configure(queues::configure)
         .configure(templates::configure)
         .configure(writes::configure);
 }
