@@ -169,4 +169,25 @@ impl Api {
             body["capacity"].as_i64().unwrap(),
         )
     }
+
+    /// `POST /v1/queues/{queue}/tokens` as `member`.
+    pub async fn join_queue(&self, queue: &str, member: &str) -> Answer {
+        let url = self.url(&format!("/v1/queues/{queue}/tokens"));
+        let request = self.client.post(url).bearer_auth(self.token(member));
+        answer(request.send().await.expect("POST queue token")).await
+    }
+
+    /// `GET /v1/queues/{queue}/tokens/{token}` as `member` (a heartbeat).
+    pub async fn poll_queue(&self, queue: &str, token: &str, member: &str) -> Answer {
+        let url = self.url(&format!("/v1/queues/{queue}/tokens/{token}"));
+        let request = self.client.get(url).bearer_auth(self.token(member));
+        answer(request.send().await.expect("GET queue token")).await
+    }
+
+    /// `DELETE /v1/queues/{queue}/tokens/{token}` as `member`.
+    pub async fn leave_queue(&self, queue: &str, token: &str, member: &str) -> StatusCode {
+        let url = self.url(&format!("/v1/queues/{queue}/tokens/{token}"));
+        let request = self.client.delete(url).bearer_auth(self.token(member));
+        request.send().await.expect("DELETE queue token").status()
+    }
 }

@@ -345,3 +345,45 @@ async fn with_s3_down_direct_copies_answer_503_pool_hits_succeed_and_refills_res
     gateway.stop().await.unwrap();
     warmup.stop().await.unwrap();
 }
+
+/// A waiting room whose Redis state vanished (Redis emptied, as after a restart without its
+/// data) answers 503 until every session it may have admitted has expired, then starts
+/// afresh; it never lets everyone in.
+#[tokio::test]
+async fn a_waiting_room_that_lost_its_state_holds_with_503_until_old_sessions_expire() {
+    let _serial = SERIAL.lock().await;
+    let config = TestConfig::new(
+        "[queues.drop]\npattern = \"drop\"\ncapacity = 1\nadmit_per_minute = 60\nsession_ttl_seconds = 3\n",
+    );
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let (_, ann) = api.join_queue("drop", "ann").await;
+    assert_eq!(ann["status"], "active", "{ann}");
+    let (_, bob) = api.join_queue("drop", "bob").await;
+    assert_eq!(bob["status"], "waiting", "{bob}");
+
+    let mut redis = redis_client::connect().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let emptied = Instant::now();
+    let (status, body) = api.join_queue("drop", "cid").await;
+    assert_eq!(status, 503, "a newcomer is not let in: {body}");
+    assert_eq!(body["dependency"], "redis", "{body}");
+    let bob_token = bob["token"].as_str().unwrap();
+    let (status, _) = api.poll_queue("drop", bob_token, "bob").await;
+    assert_eq!(status, 503, "nor is the old line admitted");
+
+    let cid = eventually("the room opens again", Duration::from_secs(10), || async {
+        let (status, body) = api.join_queue("drop", "cid").await;
+        (status == 201).then_some(body)
+    })
+    .await;
+    assert!(
+        emptied.elapsed() >= Duration::from_secs(2),
+        "held for the session TTL"
+    );
+    assert_eq!(cid["status"], "active", "a fresh room admits: {cid}");
+    gateway.stop().await.unwrap();
+}

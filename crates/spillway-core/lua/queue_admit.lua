@@ -13,7 +13,8 @@
 -- ARGV[5] heartbeat timeout (ms), ARGV[6] the epoch the caller knows ('' if none),
 -- ARGV[7] new epoch (used when the queue's state has to be created),
 -- ARGV[8] operation (join | poll | leave), ARGV[9] member, ARGV[10] token (join: a new one)
--- Returns {outcome, epoch, status, position, expiry, admitted_last_minute, hold_until}:
+-- Returns {outcome, epoch, status, position, expiry, admitted_last_minute, hold_until, token}
+-- (the token is the member's existing one when it joins twice):
 -- outcome 'ok', 'unknown' (no such token), 'forbidden' (another member's), 'left',
 -- 'holding' (the state was lost; nobody is admitted until hold_until).
 local now = tonumber(ARGV[1])
@@ -36,7 +37,7 @@ if not epoch then
 end
 local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
 if hold_until > now then
-  return {'holding', epoch, '', 0, 0, 0, hold_until}
+  return {'holding', epoch, '', 0, 0, 0, hold_until, token}
 end
 
 local function forget(id)
@@ -74,10 +75,10 @@ if operation == 'join' then
 else
   local owner = redis.call('HGET', KEYS[5], token)
   if not owner then
-    return {'unknown', epoch, '', 0, 0, 0, 0}
+    return {'unknown', epoch, '', 0, 0, 0, 0, token}
   end
   if owner ~= member then
-    return {'forbidden', epoch, '', 0, 0, 0, 0}
+    return {'forbidden', epoch, '', 0, 0, 0, 0, token}
   end
   if operation == 'leave' then
     forget(token)
@@ -103,14 +104,14 @@ end
 
 local admitted = redis.call('ZCARD', KEYS[7])
 if operation == 'leave' then
-  return {'left', epoch, '', 0, 0, admitted, 0}
+  return {'left', epoch, '', 0, 0, admitted, 0, token}
 end
 local expiry = redis.call('ZSCORE', KEYS[3], token)
 if expiry then
-  return {'ok', epoch, 'active', 0, tonumber(expiry), admitted, 0}
+  return {'ok', epoch, 'active', 0, tonumber(expiry), admitted, 0, token}
 end
 local rank = redis.call('ZRANK', KEYS[2], token)
 if rank then
-  return {'ok', epoch, 'waiting', rank + 1, 0, admitted, 0}
+  return {'ok', epoch, 'waiting', rank + 1, 0, admitted, 0, token}
 end
-return {'unknown', epoch, '', 0, 0, admitted, 0}
+return {'unknown', epoch, '', 0, 0, admitted, 0, token}

@@ -67,7 +67,7 @@ pub enum Step {
 }
 
 /// The raw answer of the script.
-type ScriptAnswer = (String, String, String, u64, i64, u64, i64);
+type ScriptAnswer = (String, String, String, u64, i64, u64, i64, String);
 
 /// The waiting rooms of one gateway.
 pub struct WaitingRooms {
@@ -146,12 +146,12 @@ impl WaitingRooms {
         let answer: ScriptAnswer =
             with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
         self.remember_epoch(queue, answer.1.clone());
-        Ok(interpret(answer, token))
+        Ok(interpret(answer))
     }
 }
 
-fn interpret(answer: ScriptAnswer, token: String) -> Step {
-    let (outcome, _epoch, status, position, expiry, admitted, hold_until) = answer;
+fn interpret(answer: ScriptAnswer) -> Step {
+    let (outcome, _epoch, status, position, expiry, admitted, hold_until, token) = answer;
     match (outcome.as_str(), status.as_str()) {
         ("holding", _) => Step::Held {
             until_ms: hold_until,
@@ -239,10 +239,19 @@ mod tests {
     #[test]
     fn script_answers_become_steps() {
         let answer = |outcome: &str, status: &str| -> ScriptAnswer {
-            (outcome.into(), "e".into(), status.into(), 3, 99, 7, 1234)
+            (
+                outcome.into(),
+                "e".into(),
+                status.into(),
+                3,
+                99,
+                7,
+                1234,
+                "t".into(),
+            )
         };
         assert_eq!(
-            interpret(answer("ok", "waiting"), "t".into()),
+            interpret(answer("ok", "waiting")),
             Step::Ticket {
                 token: "t".into(),
                 standing: Standing::Waiting { position: 3 },
@@ -250,13 +259,10 @@ mod tests {
             }
         );
         assert_eq!(
-            interpret(answer("holding", ""), "t".into()),
+            interpret(answer("holding", "")),
             Step::Held { until_ms: 1234 }
         );
-        assert_eq!(
-            interpret(answer("forbidden", ""), "t".into()),
-            Step::Forbidden
-        );
-        assert_eq!(interpret(answer("unknown", ""), "t".into()), Step::Unknown);
+        assert_eq!(interpret(answer("forbidden", "")), Step::Forbidden);
+        assert_eq!(interpret(answer("unknown", "")), Step::Unknown);
     }
 }
