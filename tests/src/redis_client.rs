@@ -26,3 +26,25 @@ pub async fn counter_value(
         .await
         .expect("HGET")
 }
+
+/// Samples `ZCARD key` every few milliseconds until `stop` is set; returns the largest seen
+/// (a waiting room's active set, checked continuously while a test or benchmark runs).
+pub fn sample_largest_zset(
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut redis = connect().await;
+        let mut most = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let size: u64 = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or(0);
+            most = most.max(size);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        most
+    })
+}

@@ -6,7 +6,7 @@ use std::{
     collections::HashSet,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -40,36 +40,14 @@ async fn waiting_in_order(config: &TestConfig, queue: &str) -> Vec<String> {
         .unwrap()
 }
 
-/// Samples the size of the active set every few milliseconds until stopped; returns the most.
-fn sample_active(
-    config: &TestConfig,
-    queue: &str,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<u64> {
-    let key = format!("{}{{q:{queue}}}:a", config.key_prefix);
-    tokio::spawn(async move {
-        let mut redis = redis_client::connect().await;
-        let most = AtomicU64::new(0);
-        while !stop.load(Ordering::Relaxed) {
-            let active: u64 = redis::cmd("ZCARD")
-                .arg(&key)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            most.fetch_max(active, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        most.into_inner()
-    })
-}
-
 #[tokio::test]
 async fn two_thousand_joiners_are_admitted_in_arrival_order_never_above_capacity() {
     let config = queue_config("concert-*", 100, 300, 300);
     let gateway = spawn_gateway(&config).await;
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
     let stop = Arc::new(AtomicBool::new(false));
-    let most_active = sample_active(&config, "concert-fifo", stop.clone());
+    let active_key = format!("{}{{q:concert-fifo}}:a", config.key_prefix);
+    let most_active = redis_client::sample_largest_zset(active_key, stop.clone());
 
     let joins: Vec<(String, StatusCode, Value)> = stream::iter(0..2_000)
         .map(|n| {

@@ -3,6 +3,7 @@
 //! noted, a table printed and the JSON written to `target/bench/<name>-<unix time>.json`.
 
 pub mod counters;
+pub mod queues;
 pub mod stack;
 pub mod writes;
 

@@ -11,7 +11,12 @@ async fn main() -> Result<()> {
         "stack" => bench::stack::run().await?,
         "counters" => bench::counters::run().await?,
         "batch-writer" => bench::writes::run().await?,
-        other => bail!("unknown benchmark `{other}`; known: stack, counters, batch-writer"),
+        "queues" => {
+            let mut report = bench::Report::new("queues");
+            bench::queues::run(&mut report).await?;
+            report
+        }
+        other => bail!("unknown benchmark `{other}`; known: stack, counters, batch-writer, queues"),
     };
     report.publish()?;
     Ok(())
