@@ -58,7 +58,8 @@ async fn main() -> Result<()> {
         "  database: videos.like_count of video-1 = {like_count} (kept current by the counter service)"
     );
     demo_writes(&api).await?;
-    demo_templates(&api).await
+    demo_templates(&api).await?;
+    demo_waiting_room(&api).await
 }
 
 /// A burst of playlist writes: pending at once, committed in bulk by the batch-writer.
@@ -131,6 +132,39 @@ async fn demo_templates(api: &Api) -> Result<()> {
             copy["objects"].as_array().map_or(0, Vec::len),
             copy["copy_id"].as_str().unwrap_or("?"),
         );
+    }
+    Ok(())
+}
+
+/// Four members at a room for two: two admitted, two in line; one leaves, the next is in.
+async fn demo_waiting_room(api: &Api) -> Result<()> {
+    println!("\ndemo: waiting room (concert-2026: capacity 2)");
+    let mut tokens = Vec::new();
+    for member in ["ada", "grace", "linus", "barbara"] {
+        let (status, body) = api.join_queue("concert-2026", member).await;
+        anyhow::ensure!(status == 201, "join refused: {body}");
+        println!(
+            "  POST /v1/queues/concert-2026/tokens as {member:<7} -> {status} {} position {}",
+            body["status"], body["position"]
+        );
+        tokens.push((member, body["token"].as_str().context("token")?.to_owned()));
+    }
+    let (first, first_token) = &tokens[0];
+    let status = api.leave_queue("concert-2026", first_token, first).await;
+    println!("  DELETE .../tokens/<{first}'s> -> {status} (the session ends, the place is free)");
+    let (next, next_token) = &tokens[2];
+    let (_, body) = api.poll_queue("concert-2026", next_token, next).await;
+    println!(
+        "  GET  .../tokens/<{next}'s> -> {} (admission JWT: {})",
+        body["status"],
+        if body["admission"].is_string() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    for (member, token) in &tokens[1..] {
+        api.leave_queue("concert-2026", token, member).await;
     }
     Ok(())
 }
