@@ -62,4 +62,14 @@ impl WarmupMetrics {
             ),
         }
     }
+
+    /// Sets a template's pool gauges.
+    pub fn report_pool(&self, template_id: &str, ready: u64, capacity: i32) {
+        self.pool_ready
+            .with_label_values(&[template_id])
+            .set(ready as i64);
+        self.pool_capacity
+            .with_label_values(&[template_id])
+            .set(capacity.into());
+    }
 }

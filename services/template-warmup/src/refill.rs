@@ -61,13 +61,7 @@ impl RefillHandler {
             .await;
         let ready = self.maker.pool.ready(&template.id).await?;
         self.metrics
-            .pool_ready
-            .with_label_values(&[&template.id])
-            .set(ready as i64);
-        self.metrics
-            .pool_capacity
-            .with_label_values(&[&template.id])
-            .set(template.pool_capacity.into());
+            .report_pool(&template.id, ready, template.pool_capacity);
         outcomes.into_iter().collect()
     }
 

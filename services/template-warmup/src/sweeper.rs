@@ -202,13 +202,7 @@ impl Sweeper {
     async fn report_and_refill(&self, template: &Template) -> Result<(), LifecycleError> {
         let ready = self.maker.pool.ready(&template.id).await?;
         self.metrics
-            .pool_ready
-            .with_label_values(&[&template.id])
-            .set(ready as i64);
-        self.metrics
-            .pool_capacity
-            .with_label_values(&[&template.id])
-            .set(template.pool_capacity.into());
+            .report_pool(&template.id, ready, template.pool_capacity);
         if ready < template.pool_capacity as u64 {
             let request_id = Uuid::now_v7().to_string();
             if let Err(error) = request_refill(
