@@ -158,12 +158,12 @@ mirror = { table = "videos", column = "like_count", key_column = "id", key_type 
 kind = "sum"
 "#;
 
-/// The sample `playlists` sink, batching at 500 rows or 100 ms.
+/// The sample `playlists` sink, batching at 5000 rows or 100 ms.
 pub const SAMPLE_SINKS: &str = r#"
 [sinks.playlists]
 table = "playlists"
 member_column = "member_id"
-batch_max_rows = 500
+batch_max_rows = 5000
 batch_max_delay_ms = 100
 [sinks.playlists.columns]
 id = { type = "uuid" }

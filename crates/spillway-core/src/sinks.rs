@@ -45,7 +45,7 @@ fn default_primary_key() -> String {
     "id".into()
 }
 fn default_batch_rows() -> usize {
-    500
+    5_000
 }
 fn default_batch_delay_ms() -> u64 {
     200

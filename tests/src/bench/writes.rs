@@ -58,7 +58,7 @@ pub async fn run() -> anyhow::Result<Report> {
         "spillway: 202 -> committed",
         None,
         &committed,
-        &format!("1 in {SAMPLE_EVERY} rows sampled, 20 ms polls; batch 500 rows or 200 ms"),
+        &format!("1 in {SAMPLE_EVERY} rows sampled, 20 ms polls; batch 5000 rows or 100 ms"),
     );
     report.finding(
         "rows committed per second through the gateway (100 clients)",
@@ -67,11 +67,16 @@ pub async fn run() -> anyhow::Result<Report> {
     let _ = accept_summary;
 
     drop(writer.stop().await);
-    let drained = backlog_drain(&config, &database).await?;
+    let drain = backlog_drain(&config, &database).await?;
+    let drained = drain.steady_rows_per_second;
     let copy = copy_ceiling(&database).await?;
     report.finding(
         "backlog drain: Kafka -> PostgreSQL by the batch-writer",
-        format!("{drained:.0} rows/s ({BACKLOG_ROWS} rows)"),
+        format!(
+            "{drained:.0} rows/s from the first commit to the last ({BACKLOG_ROWS} rows); \
+             {:.0} rows/s counting the start-up ({:.2} s to the first commit)",
+            drain.with_start_rows_per_second, drain.start_seconds
+        ),
     );
     report.finding("COPY ceiling, same rows", format!("{copy:.0} rows/s"));
     report.finding(
@@ -219,7 +224,17 @@ async fn watch_commits(
 }
 
 /// Rows put in Kafka first; a fresh batch-writer writes them; rows per second.
-async fn backlog_drain(config: &TestConfig, database: &DatabaseConnection) -> anyhow::Result<f64> {
+/// How fast a backlog drained: steadily, and counting the batch-writer's start-up.
+struct Drain {
+    steady_rows_per_second: f64,
+    with_start_rows_per_second: f64,
+    start_seconds: f64,
+}
+
+async fn backlog_drain(
+    config: &TestConfig,
+    database: &DatabaseConnection,
+) -> anyhow::Result<Drain> {
     database.execute_unprepared("TRUNCATE playlists").await?;
     let topic = format!("{}.writes.playlists.v1", config.id);
     let producer = kafka::producer();
@@ -247,14 +262,26 @@ async fn backlog_drain(config: &TestConfig, database: &DatabaseConnection) -> an
     let fresh = config.with_group_suffix("drain");
     let started = Instant::now();
     let writer = spawn_batch_writer(&fresh).await;
-    while db::scalar(database, "SELECT count(*) AS n FROM playlists", vec![]).await
-        < BACKLOG_ROWS as i64
-    {
+    let mut first_commit: Option<(Instant, i64)> = None;
+    loop {
+        let rows = db::scalar(database, "SELECT count(*) AS n FROM playlists", vec![]).await;
+        if rows > 0 && first_commit.is_none() {
+            first_commit = Some((Instant::now(), rows));
+        }
+        if rows >= BACKLOG_ROWS as i64 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rate = BACKLOG_ROWS as f64 / started.elapsed().as_secs_f64();
+    let finished = Instant::now();
     writer.stop().await?;
-    Ok(rate)
+    let (first_at, first_rows) = first_commit.expect("rows were committed");
+    Ok(Drain {
+        steady_rows_per_second: (BACKLOG_ROWS as i64 - first_rows) as f64
+            / (finished - first_at).as_secs_f64(),
+        with_start_rows_per_second: BACKLOG_ROWS as f64 / (finished - started).as_secs_f64(),
+        start_seconds: (first_at - started).as_secs_f64(),
+    })
 }
 
 /// `COPY` of the same number of rows into a copy of the table.
