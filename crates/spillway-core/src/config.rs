@@ -103,6 +103,8 @@ pub struct Settings {
     pub queues: BTreeMap<String, crate::queues::QueueSettings>,
     /// How waiting rooms sign admissions.
     pub admission: crate::queues::AdmissionSettings,
+    /// Cached views by name (`[views.member-playlists]`).
+    pub views: BTreeMap<String, crate::views::ViewSettings>,
 }
 
 /// How a namespace counts.
@@ -614,6 +616,9 @@ impl Settings {
         }
         for (name, queue) in &self.queues {
             crate::queues::validate_queue(name, queue)?;
+        }
+        for (name, view) in &self.views {
+            crate::views::validate_view(name, view, &self.sinks, self.gateway.request_deadline_ms)?;
         }
         in_range(
             "admission.ttl_seconds",

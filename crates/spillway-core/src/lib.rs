@@ -15,6 +15,7 @@
 //! - [`sinks`]: write sinks: rows checked against their table, and the bulk SQL.
 //! - [`templates`]: templates and their pools of ready S3 copies.
 //! - [`queues`]: waiting-room configuration.
+//! - [`views`]: cached views: their configuration, keys, and the cache in Redis over the database.
 //! - [`shutdown`]: one signal that reaches every task; SIGTERM drains, a second signal exits.
 
 pub mod config;
@@ -32,4 +33,5 @@ pub mod shutdown;
 pub mod sinks;
 pub mod telemetry;
 pub mod templates;
+pub mod views;
 pub mod wire;

@@ -159,6 +159,12 @@ impl Keys {
         format!("{}{{q:{queue}}}:{part}", self.prefix)
     }
 
+    /// `{v:<view>:<key>}`: a view's cached result (`:l` its reload lock, `:g` its
+    /// generation); all carry a TTL.
+    pub fn view(&self, view: &str, key: &str) -> String {
+        format!("{}{{v:{view}:{key}}}", self.prefix)
+    }
+
     /// Any other key of this deployment, under the same prefix.
     pub fn other(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
