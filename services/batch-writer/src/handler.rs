@@ -1,8 +1,10 @@
 //! One sink's batch handler: reduce, write in bulk, bisect poison rows, clear markers.
 //!
-//! Order of effects: the database transaction commits inside `handle`; the consumer then
-//! stores the offsets; only then does `after_store` delete the `{w:<sink>:<id>}` markers. A
-//! crash anywhere replays the batch, and the primary key absorbs the duplicates.
+//! Order of effects: the database transaction commits inside `handle`, which then hands the
+//! changed rows' view keys to the [`ViewRefresher`] (refreshed in the background); the
+//! consumer then stores the offsets; only then does `after_store` delete the
+//! `{w:<sink>:<id>}` markers. A crash anywhere replays the batch, and the primary key absorbs
+//! the duplicates.
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
@@ -18,8 +20,11 @@ use spillway_core::{
     metrics::Metrics,
     redis::Keys,
     sinks::{self, SinkSettings},
+    views::RETURNED_KEYS_COLUMN,
     wire::{WriteEvent, WriteOperation},
 };
+
+use crate::refresh::ViewRefresher;
 
 /// The batch-writer's metrics, labelled by sink.
 #[derive(Clone)]
@@ -81,6 +86,8 @@ pub struct SinkHandler {
     metrics: WriterMetrics,
     /// Ids committed but whose markers are not yet cleared (after the offsets are stored).
     committed: Mutex<Vec<String>>,
+    /// The cached views this sink's commits refresh, if any.
+    views: Option<ViewRefresher>,
 }
 
 fn retry(error: impl std::fmt::Display) -> HandlerError {
@@ -116,17 +123,24 @@ impl SinkHandler {
         redis: Pool,
         keys: Keys,
         metrics: WriterMetrics,
+        views: Option<ViewRefresher>,
     ) -> Self {
+        // With views to refresh, the statements also return the changed rows' key columns.
+        let returning = views
+            .as_ref()
+            .map(ViewRefresher::returning_clause)
+            .unwrap_or_default();
         Self {
             name: name.to_owned(),
-            insert_sql: sink.insert_sql(),
-            delete_sql: sink.delete_sql(),
+            insert_sql: sink.insert_sql() + &returning,
+            delete_sql: sink.delete_sql() + &returning,
             sink,
             db,
             redis,
             keys,
             metrics,
             committed: Mutex::new(Vec::new()),
+            views,
         }
     }
 
@@ -163,8 +177,26 @@ impl SinkHandler {
         }
     }
 
-    /// Writes changes in one transaction: one INSERT for the upserts, one DELETE.
-    async fn write(&self, changes: &[(usize, Change)]) -> Result<(), DbErr> {
+    /// Runs one bulk statement; the view keys it returned (none without views).
+    async fn execute(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
+        sql: &str,
+        json: Value,
+    ) -> Result<Vec<String>, DbErr> {
+        let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, [json.into()]);
+        if self.views.is_none() {
+            return transaction.execute_raw(statement).await.map(|_| Vec::new());
+        }
+        let rows = transaction.query_all_raw(statement).await?;
+        rows.iter()
+            .map(|row| row.try_get("", RETURNED_KEYS_COLUMN))
+            .collect()
+    }
+
+    /// Writes changes in one transaction: one INSERT for the upserts, one DELETE; returns
+    /// the view keys of the changed rows.
+    async fn write(&self, changes: &[(usize, Change)]) -> Result<Vec<String>, DbErr> {
         let upserts: Vec<&Map<String, Value>> = changes
             .iter()
             .filter_map(|(_, change)| match change {
@@ -180,36 +212,32 @@ impl SinkHandler {
             })
             .collect();
         let transaction = self.db.begin().await?;
-        let statement = |sql: &str, json: Value| {
-            Statement::from_sql_and_values(DbBackend::Postgres, sql, [json.into()])
-        };
+        let mut changed = Vec::new();
         if !upserts.is_empty() {
-            transaction
-                .execute_raw(statement(
-                    &self.insert_sql,
-                    serde_json::to_value(&upserts).unwrap_or_default(),
-                ))
-                .await?;
+            let json = serde_json::to_value(&upserts).unwrap_or_default();
+            changed.extend(self.execute(&transaction, &self.insert_sql, json).await?);
         }
         if !deletes.is_empty() {
-            transaction
-                .execute_raw(statement(
-                    &self.delete_sql,
-                    serde_json::to_value(&deletes).unwrap_or_default(),
-                ))
-                .await?;
+            let json = serde_json::to_value(&deletes).unwrap_or_default();
+            changed.extend(self.execute(&transaction, &self.delete_sql, json).await?);
         }
-        transaction.commit().await
+        transaction.commit().await?;
+        Ok(changed)
     }
 
     /// Writes the changes; when the database refuses a row, halves the set until the refused
-    /// rows are alone, writes the rest and returns the refused ones.
-    async fn write_bisecting(&self, changes: &[(usize, Change)]) -> Result<Vec<Rejection>, DbErr> {
+    /// rows are alone, writes the rest and returns the refused ones, with the view keys of
+    /// the committed rows.
+    async fn write_bisecting(
+        &self,
+        changes: &[(usize, Change)],
+    ) -> Result<(Vec<Rejection>, Vec<String>), DbErr> {
         let mut rejections = Vec::new();
+        let mut changed = Vec::new();
         let mut pending: Vec<&[(usize, Change)]> = vec![changes];
         while let Some(part) = pending.pop() {
             match self.write(part).await {
-                Ok(()) => {}
+                Ok(keys) => changed.extend(keys),
                 Err(error) if is_row_error(&error) && part.len() == 1 => {
                     rejections.push(Rejection {
                         index: part[0].0,
@@ -224,7 +252,7 @@ impl SinkHandler {
                 Err(error) => return Err(error),
             }
         }
-        Ok(rejections)
+        Ok((rejections, changed))
     }
 }
 
@@ -250,7 +278,10 @@ impl BatchHandler for SinkHandler {
             }
         }
         let started = Instant::now();
-        let refused = self.write_bisecting(&changes).await.map_err(retry)?;
+        let (refused, changed) = self.write_bisecting(&changes).await.map_err(retry)?;
+        if let Some(views) = &self.views {
+            views.after_commit(&changed);
+        }
         self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());

@@ -6,9 +6,11 @@
 //! - [`handler`]: reduce the batch (the last operation per key wins), write it in one
 //!   transaction, bisect to find rows the database refuses (they go to the DLQ), then, once
 //!   the consumer stored the offsets, clear the pending markers in Redis.
+//! - [`refresh`]: after a commit, the cached views that depend on the sink are refreshed.
 //! - [`tables`]: the sink tables: created at start when spillway owns them, checked when not.
 
 pub mod handler;
+pub mod refresh;
 pub mod tables;
 
 use std::sync::Arc;
@@ -16,10 +18,14 @@ use std::sync::Arc;
 use spillway_core::{
     config::Settings,
     service::{ConsumerService, ServiceBase},
+    views::store::ViewStore,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{SinkHandler, WriterMetrics};
+use crate::{
+    handler::{SinkHandler, WriterMetrics},
+    refresh::{RefreshMetrics, ViewRefresher},
+};
 
 /// The batch-writer, built and bound, not yet running.
 pub struct Application {
@@ -34,8 +40,21 @@ impl Application {
         let settings = base.settings.clone();
         tables::prepare(&db, &settings.sinks).await?;
         let metrics = WriterMetrics::new(&base.metrics);
+        let view_store = ViewStore::new(
+            redis.clone(),
+            db.clone(),
+            base.keys.clone(),
+            std::time::Duration::from_millis(settings.redis.timeout_ms),
+        );
+        let refresh_metrics = RefreshMetrics::new(&base.metrics);
         let mut consumers = Vec::new();
         for (name, sink) in &settings.sinks {
+            let views = ViewRefresher::for_sink(
+                name,
+                &settings.views,
+                view_store.clone(),
+                refresh_metrics.clone(),
+            );
             let handler = Arc::new(SinkHandler::new(
                 name,
                 sink.clone(),
@@ -43,6 +62,7 @@ impl Application {
                 redis.clone(),
                 base.keys.clone(),
                 metrics.clone(),
+                views,
             ));
             let mut consumer = base.consumer_settings(
                 &settings.batch_writer.group_id,
