@@ -38,6 +38,8 @@ pub enum ApiError {
          every session it may have admitted has expired"
     )]
     QueueHeld { retry_after_seconds: u64 },
+    #[error(transparent)]
+    View(#[from] crate::views::ReadError),
 }
 
 impl From<LifecycleError> for ApiError {
@@ -101,6 +103,7 @@ impl ApiError {
             Self::QueueHeld {
                 retry_after_seconds,
             } => Problem::unavailable("redis", detail).with_retry_after(*retry_after_seconds),
+            Self::View(error) => Problem::unavailable(error.dependency(), detail),
         }
     }
 }

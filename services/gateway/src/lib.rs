@@ -6,8 +6,9 @@
 //! - [`middleware`]: request id, deadline, request metrics.
 //! - [`auth`]: the member from the bearer JWT.
 //! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`, `/v1/templates`,
-//!   `/v1/queues`), checking input with [`validate`].
+//!   `/v1/queues`, `/v1/views`), checking input with [`validate`].
 //! - [`waiting_room`]: the waiting rooms' Redis step behind `/v1/queues`.
+//! - [`views`]: cached views behind `/v1/views`: Redis, one reload per key on a miss.
 //! - [`error`]: every failure becomes problem+json in one place.
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod middleware;
 pub mod routes;
 pub mod validate;
+pub mod views;
 pub mod waiting_room;
 
 use std::{collections::BTreeMap, net::TcpListener, time::Duration};
@@ -29,6 +31,7 @@ use spillway_core::{
     service::{self, ServiceBase},
     sinks::SinkSettings,
     templates::{CopyMaker, S3Copier, TemplatePool},
+    views::store::ViewStore,
     wire::{self, CounterEvent},
 };
 use tokio_util::sync::CancellationToken;
@@ -49,6 +52,7 @@ pub struct AppState {
     pub templates: routes::templates::TemplateState,
     pub waiting_rooms: waiting_room::WaitingRooms,
     pub admission: routes::queues::AdmissionSigner,
+    pub views: views::ViewReader,
 }
 
 impl AppState {
@@ -118,6 +122,12 @@ impl Application {
             metrics: routes::templates::TemplateMetrics::new(&base.metrics),
             warmup_topic: settings.kafka.warmup_requests.name.clone(),
         };
+        let view_store = ViewStore::new(
+            redis.clone(),
+            db.clone(),
+            base.keys.clone(),
+            Duration::from_millis(settings.redis.timeout_ms),
+        );
         let state = AppState {
             namespaces: settings.namespaces.clone(),
             redis: redis.clone(),
@@ -139,7 +149,9 @@ impl Application {
                 admission_secret(settings),
                 settings.admission.ttl_seconds,
             ),
+            views: views::ViewReader::new(view_store, settings.views.clone(), &base.metrics),
         };
+        state.views.check_queries().await;
         let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
         let copy_deadline = Duration::from_millis(settings.gateway.copy_deadline_ms);
         Ok(Self {

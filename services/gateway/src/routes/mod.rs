@@ -3,6 +3,7 @@
 pub mod counters;
 pub mod queues;
 pub mod templates;
+pub mod views;
 pub mod writes;
 
 use actix_web::{
@@ -24,6 +25,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(counters::configure)
         .configure(queues::configure)
         .configure(templates::configure)
+        .configure(views::configure)
         .configure(writes::configure);
 }
 
