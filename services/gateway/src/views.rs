@@ -24,7 +24,7 @@ use spillway_core::{
     redis::RedisError,
     views::{
         ViewKey, ViewSettings,
-        store::{self, ViewError, ViewStore},
+        store::{self, LockOutcome, ViewError, ViewStore},
     },
 };
 
@@ -282,14 +282,18 @@ impl ViewReader {
         // The flight runs in a task of its own; this request does not wait for it.
         let _running = self.inner.flights.join_or_start(&id, async move {
             let settings = inner.settings(&view)?;
-            match inner.store.try_lock(&view, &settings, &key).await? {
-                Some(lease) => inner.reload(&view, &settings, &key, &lease).await,
+            let body = match inner.store.try_lock(&view, &settings, &key).await? {
+                LockOutcome::Taken(lease) => {
+                    return inner.reload(&view, &settings, &key, &lease).await;
+                }
+                LockOutcome::Fresh(cached) => cached.body,
                 // Another caller is reloading (or a commit's refresh): keep the stale value.
-                None => Ok(Answer {
-                    body: stale_body,
-                    outcome: Outcome::Collapsed,
-                }),
-            }
+                LockOutcome::Held => stale_body,
+            };
+            Ok(Answer {
+                body,
+                outcome: Outcome::Collapsed,
+            })
         });
     }
 }
@@ -312,8 +316,17 @@ impl Inner {
         // The holder's lock expires after the reload timeout; then this flight may take it.
         let give_up = Instant::now() + settings.reload_timeout() * 2;
         loop {
-            if let Some(lease) = self.store.try_lock(&view, &settings, &key).await? {
-                return self.reload(&view, &settings, &key, &lease).await;
+            match self.store.try_lock(&view, &settings, &key).await? {
+                LockOutcome::Taken(lease) => {
+                    return self.reload(&view, &settings, &key, &lease).await;
+                }
+                LockOutcome::Fresh(cached) => {
+                    return Ok(Answer {
+                        body: cached.body,
+                        outcome: Outcome::Collapsed,
+                    });
+                }
+                LockOutcome::Held => {}
             }
             tokio::time::sleep(LOCK_POLL).await;
             if let Some(cached) = self.store.get(&view, &key).await? {

@@ -81,6 +81,17 @@ pub struct Lease {
     generation: String,
 }
 
+/// What a caller asking for the reload lock got.
+#[derive(Debug, Clone)]
+pub enum LockOutcome {
+    /// The lock: this caller reloads.
+    Taken(Lease),
+    /// Another caller holds it.
+    Held,
+    /// Nothing to reload: the key is fresh (stored since the caller looked).
+    Fresh(Cached),
+}
+
 /// What a reload produced.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -145,25 +156,31 @@ impl ViewStore {
         Ok(value.as_deref().and_then(Cached::decode))
     }
 
-    /// Takes the key's reload lock; `None` when another caller holds it.
+    /// Takes the key's reload lock, unless another caller holds it or the key is fresh.
     pub async fn try_lock(
         &self,
         view: &str,
         settings: &ViewSettings,
         key: &ViewKey,
-    ) -> Result<Option<Lease>, RedisError> {
+    ) -> Result<LockOutcome, RedisError> {
         let names = self.names(view, key);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut invocation = VIEW_LOCK.prepare_invoke();
         invocation
             .key(&names.lock)
             .key(&names.generation)
+            .key(&names.value)
             .arg(&token)
-            .arg(settings.reload_timeout_ms);
+            .arg(settings.reload_timeout_ms)
+            .arg(now_ms());
         let mut connection = self.connection().await?;
-        let (taken, generation): (i64, String) =
+        let (outcome, generation, value): (String, String, String) =
             with_timeout(self.redis_timeout, invocation.invoke_async(&mut connection)).await?;
-        Ok((taken == 1).then_some(Lease { token, generation }))
+        Ok(match (outcome.as_str(), Cached::decode(&value)) {
+            ("taken", _) => LockOutcome::Taken(Lease { token, generation }),
+            ("fresh", Some(cached)) => LockOutcome::Fresh(cached),
+            _ => LockOutcome::Held,
+        })
     }
 
     /// After a commit changed the key: a new generation, and, when the key is cached, the
