@@ -8,6 +8,8 @@
 //! - [`stack`]: the local stack's addresses, and stopping/starting a component (fault tests).
 //! - [`kafka`], [`db`] and [`objects`]: reading and writing the stack directly, as an outside
 //!   client would.
+//! - [`views`]: the sample views and tables, view reads, queries counted in PostgreSQL's
+//!   statistics, a private Redis with a small `maxmemory`.
 
 pub mod api;
 pub mod bench;
@@ -19,6 +21,7 @@ pub mod redis_client;
 pub mod scenario;
 pub mod spawn;
 pub mod stack;
+pub mod views;
 
 use std::{path::PathBuf, time::Duration};
 
