@@ -170,6 +170,14 @@ impl Api {
         )
     }
 
+    /// Waits until the pool of template `id` holds `ready` copies; panics after `timeout`.
+    pub async fn wait_for_pool(&self, id: &str, ready: i64, timeout: std::time::Duration) {
+        crate::eventually(&format!("the pool of {id} at {ready}"), timeout, || async {
+            (self.pool(id).await.0 == ready).then_some(())
+        })
+        .await;
+    }
+
     /// `POST /v1/queues/{queue}/tokens` as `member`.
     pub async fn join_queue(&self, queue: &str, member: &str) -> Answer {
         let url = self.url(&format!("/v1/queues/{queue}/tokens"));

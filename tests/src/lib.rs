@@ -10,6 +10,7 @@
 //!   client would.
 //! - [`views`]: the sample views and tables, view reads, queries counted in PostgreSQL's
 //!   statistics, a private Redis with a small `maxmemory`.
+//! - [`s3_proxy`]: S3 with a cloud store's latency, its calls in flight counted, or down.
 
 pub mod api;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod kafka;
 pub mod objects;
 pub mod process;
 pub mod redis_client;
+pub mod s3_proxy;
 pub mod scenario;
 pub mod spawn;
 pub mod stack;
@@ -135,15 +137,33 @@ group_id = "{id}-template-warmup"
     /// The same deployment with other consumer group ids (a consumer that starts from the
     /// beginning of the topics).
     pub fn with_group_suffix(&self, suffix: &str) -> Self {
+        self.rewritten(|toml| {
+            toml.replace(
+                &format!("group_id = \"{}-", self.id),
+                &format!("group_id = \"{}-{suffix}-", self.id),
+            )
+        })
+    }
+
+    /// The same deployment reaching S3 at `endpoint` (a [`s3_proxy::S3Proxy`]), same bucket.
+    pub fn with_s3_endpoint(&self, endpoint: &str) -> Self {
+        let direct = stack::Stack::from_env().s3_endpoint;
+        self.rewritten(|toml| {
+            toml.replace(
+                &format!("endpoint = \"{direct}\""),
+                &format!("endpoint = \"{endpoint}\""),
+            )
+        })
+    }
+
+    /// A copy whose file is this one's, rewritten by `rewrite`.
+    fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();
         let dir = tempfile::tempdir().expect("temp dir");
         config.file = dir.path().join("spillway.toml");
         config._dir = std::sync::Arc::new(dir);
-        let text = self.toml().replace(
-            &format!("group_id = \"{}-", self.id),
-            &format!("group_id = \"{}-{suffix}-", self.id),
-        );
-        std::fs::write(&config.file, text).expect("write test config");
+        let text = std::fs::read_to_string(&self.file).expect("read test config");
+        std::fs::write(&config.file, rewrite(text)).expect("write test config");
         config
     }
 

@@ -2,7 +2,11 @@
 //! listed, so tests can check that every copied object matches its source and that the
 //! bucket holds nothing the database does not account for.
 
-use aws_sdk_s3::{Client, primitives::ByteStream};
+use aws_sdk_s3::{
+    Client,
+    primitives::ByteStream,
+    types::{Delete, ObjectIdentifier},
+};
 
 use crate::TestConfig;
 
@@ -25,15 +29,29 @@ pub async fn put_sources(
     count: usize,
     size: usize,
 ) -> Vec<String> {
+    put_numbered(client, bucket, folder, count, |n| {
+        (0..size).map(|i| ((i * 31 + n * 7) % 251) as u8).collect()
+    })
+    .await
+}
+
+/// Puts `<folder>/<n>.bin` with the bytes `body(n)` for each `n` below `count`; returns
+/// their keys.
+pub async fn put_numbered(
+    client: &Client,
+    bucket: &str,
+    folder: &str,
+    count: usize,
+    body: impl Fn(usize) -> Vec<u8>,
+) -> Vec<String> {
     let mut keys = Vec::with_capacity(count);
     for n in 0..count {
         let key = format!("{folder}/{n}.bin");
-        let body: Vec<u8> = (0..size).map(|i| ((i * 31 + n * 7) % 251) as u8).collect();
         client
             .put_object()
             .bucket(bucket)
             .key(&key)
-            .body(ByteStream::from(body))
+            .body(ByteStream::from(body(n)))
             .send()
             .await
             .expect("put source object");
@@ -77,4 +95,27 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Vec<String> {
             return keys;
         }
     }
+}
+
+/// Deletes every object of the bucket, then the bucket.
+pub async fn remove_bucket(client: &Client, bucket: &str) -> anyhow::Result<()> {
+    let keys = list(client, bucket, "").await;
+    for chunk in keys.chunks(1_000) {
+        let objects = chunk
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(key).build())
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()?;
+        client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await?;
+    }
+    client.delete_bucket().bucket(bucket).send().await?;
+    Ok(())
 }

@@ -68,12 +68,8 @@ async fn copies(db: &DatabaseConnection, template_id: &str) -> Vec<(String, Stri
 }
 
 async fn wait_for_full_pool(api: &Api, template_id: &str, capacity: i64) {
-    eventually(
-        &format!("pool of {template_id} at {capacity}"),
-        Duration::from_secs(30),
-        || async { (api.pool(template_id).await.0 == capacity).then_some(()) },
-    )
-    .await;
+    api.wait_for_pool(template_id, capacity, Duration::from_secs(30))
+        .await;
 }
 
 /// Checks that every object of a handed-out copy exists and equals its source.

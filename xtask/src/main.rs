@@ -25,7 +25,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   down                     stop the services and the stack (what `up` started)
   env                      print the client environment as shell exports
   test [cargo test args]   start what is missing, run every test, stop what it started
-  bench <name> [args]      run a benchmark against the stack (stack, counters)
+  bench <name> [args]      run a benchmark against the stack (stack, counters,
+                           batch-writer, queues, templates)
   stack up|down|status     the infrastructure only
   stack stop <component>   stop one of kafka, redis, postgres, s3";
 

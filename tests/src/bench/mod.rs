@@ -5,6 +5,8 @@
 pub mod counters;
 pub mod queues;
 pub mod stack;
+pub mod templates;
+pub mod views;
 pub mod writes;
 
 use std::time::{Duration, Instant};
@@ -49,6 +51,7 @@ impl Samples {
         Summary {
             count: sorted.len(),
             p50_ms: at(0.50),
+            p75_ms: at(0.75),
             p95_ms: at(0.95),
             p99_ms: at(0.99),
             mean_ms: if sorted.is_empty() {
@@ -83,7 +86,7 @@ where
 }
 
 /// `clients` concurrent clients, each sending `per_client` requests one after another;
-/// `request(client, i)` returns the HTTP status, which must be 200 or 202.
+/// `request(client, i)` returns the HTTP status, which must be a success (2xx).
 pub async fn closed_loop<F, Fut>(clients: usize, per_client: usize, request: F) -> Samples
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
@@ -98,7 +101,7 @@ where
                 let one = Instant::now();
                 let status = request(client, i).await;
                 assert!(
-                    status == 200 || status == 202,
+                    (200..300).contains(&status),
                     "a request failed with {status}"
                 );
                 latencies.push(one.elapsed());
@@ -116,10 +119,64 @@ where
     samples
 }
 
+/// The answers of an [`open_loop`], in the order sent, each with its latency.
+pub struct Answers<T> {
+    pub answers: Vec<(T, Duration)>,
+    /// The wall time of the whole loop.
+    pub elapsed: Duration,
+}
+
+impl<T> Answers<T> {
+    /// The latencies of the answers `keep` accepts (per second: over the whole loop).
+    pub fn samples(&self, keep: impl Fn(&T) -> bool) -> Samples {
+        let mut samples = Samples::with_capacity(self.answers.len());
+        for (answer, latency) in &self.answers {
+            if keep(answer) {
+                samples.record(*latency);
+            }
+        }
+        samples.set_elapsed(self.elapsed);
+        samples
+    }
+}
+
+/// Sends `request(n)` at `per_second` for `duration`, each on its own task (an open loop: a
+/// slow answer does not slow the rate).
+pub async fn open_loop<F, Fut, T>(per_second: u64, duration: Duration, request: F) -> Answers<T>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let interval = Duration::from_secs(1) / per_second as u32;
+    let total = (duration.as_secs_f64() * per_second as f64) as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        let due = started + interval * n as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let call = request(n);
+        tasks.push(tokio::spawn(async move {
+            let one = Instant::now();
+            let answer = call.await;
+            (answer, one.elapsed())
+        }));
+    }
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.expect("request task"));
+    }
+    Answers {
+        answers,
+        elapsed: started.elapsed(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub count: usize,
     pub p50_ms: f64,
+    pub p75_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub mean_ms: f64,
@@ -233,8 +290,10 @@ impl Report {
             machine.memory_gib,
             machine.kernel
         );
-        out.push_str("| case | n | p50 ms | p95 ms | p99 ms | per s | p50 vs baseline | note |\n");
-        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n");
+        out.push_str(
+            "| case | n | p50 ms | p75 ms | p95 ms | p99 ms | per s | p50 vs baseline | note |\n",
+        );
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n");
         for row in &self.rows {
             let s = &row.summary;
             let versus = match row.baseline.as_deref().and_then(|b| self.row(b)) {
@@ -244,8 +303,16 @@ impl Report {
                 _ => "baseline".into(),
             };
             out.push_str(&format!(
-                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {} | {} |\n",
-                row.case, s.count, s.p50_ms, s.p95_ms, s.p99_ms, s.per_second, versus, row.note
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} | {} |\n",
+                row.case,
+                s.count,
+                s.p50_ms,
+                s.p75_ms,
+                s.p95_ms,
+                s.p99_ms,
+                s.per_second,
+                versus,
+                row.note
             ));
         }
         for (name, value) in &self.findings {
@@ -285,6 +352,7 @@ mod tests {
         let summary = samples.summary();
         assert_eq!(summary.count, 100);
         assert!((summary.p50_ms - 51.0).abs() < 1.01, "{summary:?}");
+        assert!((summary.p75_ms - 75.0).abs() < 1.01, "{summary:?}");
         assert!((summary.p99_ms - 99.0).abs() < 1.01, "{summary:?}");
         assert!((summary.per_second - 100.0).abs() < 1e-9);
     }

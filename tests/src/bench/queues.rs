@@ -173,33 +173,17 @@ async fn poll_random(
     if status == 404 { 200 } else { status.as_u16() }
 }
 
-/// Sends `request` at POLLS_PER_SECOND for `duration`, each on its own task (an open loop:
-/// a slow answer does not slow the rate); every answer must be 200.
+/// Sends `request` at POLLS_PER_SECOND for `duration` in an open loop; every answer must be
+/// 200.
 async fn open_loop<F, Fut>(duration: Duration, request: F) -> Samples
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    F: Fn(u64) -> Fut,
     Fut: Future<Output = u16> + Send + 'static,
 {
-    let interval = Duration::from_secs(1) / POLLS_PER_SECOND as u32;
-    let total = (duration.as_secs_f64() * POLLS_PER_SECOND as f64) as u64;
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        let due = started + interval * n as u32;
-        tokio::time::sleep_until(due.into()).await;
-        let call = request(n);
-        tasks.push(tokio::spawn(async move {
-            let one = Instant::now();
-            let status = call.await;
-            (status, one.elapsed())
-        }));
-    }
-    let mut samples = Samples::with_capacity(tasks.len());
-    for task in tasks {
-        let (status, latency) = task.await.expect("request task");
-        assert_eq!(status, 200, "a request failed");
-        samples.record(latency);
-    }
-    samples.set_elapsed(started.elapsed());
-    samples
+    let answers = super::open_loop(POLLS_PER_SECOND, duration, request).await;
+    assert!(
+        answers.answers.iter().all(|(status, _)| *status == 200),
+        "a request failed"
+    );
+    answers.samples(|_| true)
 }

@@ -11,13 +11,25 @@ async fn main() -> Result<()> {
         "stack" => bench::stack::run().await?,
         "counters" => bench::counters::run().await?,
         "batch-writer" => bench::writes::run().await?,
-        "queues" => {
-            let mut report = bench::Report::new("queues");
-            bench::queues::run(&mut report).await?;
-            report
-        }
-        other => bail!("unknown benchmark `{other}`; known: stack, counters, batch-writer, queues"),
+        "templates" => bench::templates::run().await?,
+        "reads" | "views" | "queues" => reads(&name).await?,
+        other => bail!(
+            "unknown benchmark `{other}`; known: stack, counters, batch-writer, templates, \
+             reads (views and queues)"
+        ),
     };
     report.publish()?;
     Ok(())
+}
+
+/// The read paths in one report: cached views and waiting rooms (`reads`), or one of them.
+async fn reads(name: &str) -> Result<bench::Report> {
+    let mut report = bench::Report::new(name);
+    if name != "queues" {
+        bench::views::run(&mut report).await?;
+    }
+    if name != "views" {
+        bench::queues::run(&mut report).await?;
+    }
+    Ok(report)
 }
