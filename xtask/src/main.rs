@@ -26,7 +26,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   env                      print the client environment as shell exports
   test [cargo test args]   start what is missing, run every test, stop what it started
   bench <name> [args]      run a benchmark against the stack (stack, counters,
-                           batch-writer, queues, templates)
+                           batch-writer, templates, reads, views, queues)
   stack up|down|status     the infrastructure only
   stack stop <component>   stop one of kafka, redis, postgres, s3";
 
