@@ -130,6 +130,20 @@ impl Metrics {
         format!("spillway_{}_{what}", self.service.replace('-', "_"))
     }
 
+    /// Exports the failure counters of a consumer at 0 from the start, for its topics, its
+    /// flush (`flush`) and its DLQ sends, so that dashboards and alerts see a series before
+    /// the first failure (a counter that appears only with its first increment hides it from
+    /// `rate` and `increase`).
+    pub fn init_failure_series(&self, topics: &[String], dlq_topic: &str) {
+        for topic in topics
+            .iter()
+            .map(String::as_str)
+            .chain(["flush", dlq_topic])
+        {
+            self.handler_failures.with_label_values(&[topic]);
+        }
+    }
+
     /// Registers a service-specific metric in this registry.
     pub fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
         register(&self.registry, metric)
