@@ -39,7 +39,8 @@ def quantile(q, bucket, by=""):
 
 
 def zero_when_none(expr, fallback):
-    """`expr`, or 0 for each series of `fallback` when `expr` has none (no 503 yet)."""
+    """`expr`, or 0 for each series of `fallback` while `expr` has none (no 503 yet, no sweep
+    yet: a labelled counter appears with its first increment)."""
     return f"({expr}) or ({fallback} * 0)"
 
 
@@ -114,7 +115,9 @@ TEMPLATE_WARMUP = [
     panel("Warm-up copies/s by outcome", [target(rate("spillway_template_warmup_copies_total", "outcome"), "{{outcome}}")], "ops"),
     panel("Warm-up copy latency", quantiles("spillway_template_warmup_copy_duration_seconds_bucket"), "s"),
     panel("S3 calls in flight", [target("sum(spillway_template_warmup_s3_calls_in_flight)", "in flight")]),
-    panel("Swept copies/s by reason", [target(rate("spillway_template_warmup_swept_copies_total", "reason"), "{{reason}}")], "ops"),
+    panel("Swept copies/s by reason", [target(zero_when_none(
+        rate("spillway_template_warmup_swept_copies_total", "reason"), rate("spillway_template_warmup_copies_total")), "{{reason}}")], "ops",
+          description="Copies the sweeper removed (ttl, retired, abandoned); 0 until the first sweep."),
     panel("Warm-up requests consumed/s", [target(rate("spillway_template_warmup_consumed_messages_total", "topic, outcome"), "{{topic}} {{outcome}}")], "ops"),
 ]
 

@@ -1,7 +1,8 @@
 //! `check-deploy --live`: starts what `cargo xtask up` starts (the stack, the sample schema,
-//! the four services), a real Prometheus scraping them, drives a short load, then runs every
-//! query of every dashboard panel and every alert rule through Prometheus' HTTP API. It
-//! stops everything it started, by pid, and checks with `ps` that none of it is left.
+//! the four services), a real Prometheus scraping them, runs `up`'s demo and a short load of
+//! its own, then runs every query of every dashboard panel and every alert rule through
+//! Prometheus' HTTP API. It stops everything it started, by pid, and checks with `ps` that
+//! none of it is left.
 
 use std::{path::Path, process::Command, thread::sleep, time::Duration};
 
@@ -15,7 +16,7 @@ use super::{
     static_checks::dashboard_files,
     tools::Tools,
 };
-use crate::{paths::Paths, process, services, stack};
+use crate::{demo, paths::Paths, process, services, stack};
 
 /// Grafana's interval variables, as the check substitutes them: the load lies within the
 /// last minute when the queries run.
@@ -67,6 +68,10 @@ fn run_started(
         "  prometheus        http://127.0.0.1:{}  ready",
         prometheus.port
     );
+    // `up` ends with the demo (counters, writes, templates); then our own load.
+    report.check("the demo of `cargo xtask up`", || {
+        demo::run(paths).map(|()| "ran".to_owned())
+    });
     report.check("load through the gateway", || load::drive(paths));
     // A few scrapes after the load, and one librdkafka statistics interval (5 s) for the lag.
     sleep(Duration::from_secs(8));
