@@ -46,7 +46,7 @@ impl Application {
         ));
         let topics = vec![settings.kafka.counter_events.name.clone()];
         base.metrics
-            .init_failure_series(&topics, &settings.kafka.dlq.name);
+            .init_consumer_series(&topics, &settings.kafka.dlq.name);
         let consumer = base.consumer(&settings.counter.group_id, topics, handler)?;
         let service = ConsumerService::new(&base, &base.settings.counter.listen, vec![consumer])?;
         Ok(Self { service })

@@ -261,6 +261,8 @@ fn process_tree(paths: &Paths, names: &[&str]) -> Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// None of `pids` may still run. A zombie (state Z) has exited: it only waits for its parent
+/// (this xtask, which spawned it detached) to reap it, and holds no port or memory.
 fn verify_gone(pids: &[u32]) -> Result<()> {
     if pids.is_empty() {
         return Ok(());
@@ -268,12 +270,20 @@ fn verify_gone(pids: &[u32]) -> Result<()> {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     // ps exits 1 when none of the pids exists: that is the good case.
     let output = Command::new("ps")
-        .args(["-o", "pid=,args=", "-p", &list.join(",")])
+        .args(["-o", "pid=,stat=,args=", "-p", &list.join(",")])
         .output()
         .context("running ps")?;
-    let left = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if !left.is_empty() {
-        bail!("still running after the stop:\n{left}");
+    let running: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .is_some_and(|stat| !stat.starts_with('Z'))
+        })
+        .map(str::to_owned)
+        .collect();
+    if !running.is_empty() {
+        bail!("still running after the stop:\n{}", running.join("\n"));
     }
     Ok(())
 }
