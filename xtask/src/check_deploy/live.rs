@@ -68,6 +68,8 @@ fn run_started(
         "  prometheus        http://127.0.0.1:{}  ready",
         prometheus.port
     );
+    // Two scrapes first, so that series the demo creates have a sample before it ends.
+    prometheus.wait_for_scrapes(paths, 2)?;
     // `up` ends with the demo (counters, writes, templates); then our own load.
     report.check("the demo of `cargo xtask up`", || {
         demo::run(paths).map(|()| "ran".to_owned())

@@ -1,7 +1,7 @@
 //! The live check's short, bounded load through the gateway's REST API (docs/openapi.yaml):
-//! likes and unlikes, views, playlist writes and reads, a few requests the gateway refuses
-//! (4xx), and two undecodable messages put on the counter and sink topics so that the DLQ
-//! panels have something to show.
+//! likes and unlikes, views, playlist writes and reads, copies of the template `up`'s demo
+//! registers, a few requests the gateway refuses (4xx), and two undecodable messages put on
+//! the counter and sink topics so that the DLQ panels have something to show.
 
 use std::{
     collections::BTreeMap,
@@ -24,6 +24,9 @@ const PER_ROUND: usize = 10;
 const PAUSE: Duration = Duration::from_millis(1500);
 const COUNTER_TOPIC: &str = "spillway.counter-events.v1";
 const SINK_TOPIC: &str = "spillway.writes.playlists.v1";
+/// The template the demo registers (tests/src/bin/spillway-demo.rs); 404 where templates
+/// are not served yet.
+const DEMO_TEMPLATE_COPIES: &str = "/v1/templates/welcome-kit/copies";
 
 #[derive(Serialize)]
 struct Claims<'a> {
@@ -100,6 +103,9 @@ fn round(tally: &mut Tally, round: usize) -> Result<()> {
         None,
         "",
     )?;
+    // Copies after the demo's: their metrics' series exist by now, so rates see these.
+    let member = format!("check-deploy-{round}");
+    tally.send("POST", DEMO_TEMPLATE_COPIES, Some(&member), "")?;
     // Refused: a zero delta (400), an unknown namespace (404), a write without a token (401).
     tally.send(
         "POST",
