@@ -6,7 +6,10 @@
 //! - `env`: the client environment as shell exports.
 //! - `test [args]`: start what is not running, build, run every test, stop what it started.
 //! - `bench <name>`: a benchmark against the running stack (`spillway-bench`).
+//! - `check-deploy [--live]`: the Helm chart, alerts, dashboards, Compose file and Dockerfile
+//!   checked by the real tools ([`check_deploy`]).
 
+mod check_deploy;
 mod demo;
 mod env;
 mod paths;
@@ -28,7 +31,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench <name> [args]      run a benchmark against the stack (stack, counters,
                            batch-writer, templates, reads, views, queues)
   stack up|down|status     the infrastructure only
-  stack stop <component>   stop one of kafka, redis, postgres, s3";
+  stack stop <component>   stop one of kafka, redis, postgres, s3
+  check-deploy             check the Helm chart, alert rules, dashboards, Compose file, Dockerfile
+  check-deploy --live      run every dashboard and alert query against a Prometheus scraping the stack";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,6 +62,8 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         ["test", rest @ ..] => test(&paths, rest),
         ["bench", name, rest @ ..] => bench(&paths, name, rest),
+        ["check-deploy"] => check_deploy::run(&paths, false),
+        ["check-deploy", "--live"] => check_deploy::run(&paths, true),
         ["stack", "up"] => {
             stack::up(&paths)?;
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,17 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The `reason` label values of `dlq_messages_total`: the decode error kinds
+/// ([`crate::wire::DecodeError::kind`]) and `rejected` (a handler refused the message).
+pub const DLQ_REASONS: [&str; 6] = [
+    "empty",
+    "protobuf",
+    "json",
+    "content_type",
+    "invalid",
+    "rejected",
+];
+
 /// Registers a metric, panicking only on a programming error (a duplicate name at start-up).
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry
@@ -128,6 +139,26 @@ impl Metrics {
     /// The metric name for this service: `spillway_<service>_<what>`.
     pub fn name(&self, what: &str) -> String {
         format!("spillway_{}_{what}", self.service.replace('-', "_"))
+    }
+
+    /// Exports a consumer's failure counters at 0 from the start: handler failures for its
+    /// topics, its flush (`flush`) and its DLQ sends, and DLQ messages for its topics by every
+    /// reason. A labelled counter that appears only with its first increment hides that
+    /// increment from `rate` and `increase`, so dashboards and alerts would miss it.
+    pub fn init_consumer_series(&self, topics: &[String], dlq_topic: &str) {
+        for topic in topics
+            .iter()
+            .map(String::as_str)
+            .chain(["flush", dlq_topic])
+        {
+            self.handler_failures.with_label_values(&[topic]);
+        }
+        for topic in topics {
+            for reason in DLQ_REASONS {
+                self.dlq_messages
+                    .with_label_values(&[topic.as_str(), reason]);
+            }
+        }
     }
 
     /// Registers a service-specific metric in this registry.

@@ -64,10 +64,10 @@ impl Application {
                 metrics.clone(),
                 views,
             ));
-            let mut consumer = base.consumer_settings(
-                &settings.batch_writer.group_id,
-                vec![settings.kafka.writes_topic(name)],
-            );
+            let topics = vec![settings.kafka.writes_topic(name)];
+            base.metrics
+                .init_consumer_series(&topics, &settings.kafka.dlq.name);
+            let mut consumer = base.consumer_settings(&settings.batch_writer.group_id, topics);
             consumer.batch_size = sink.batch_max_rows;
             consumer.linger = std::time::Duration::from_millis(sink.batch_max_delay_ms);
             consumer.max_batch_bytes = sink.batch_max_bytes;

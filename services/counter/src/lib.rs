@@ -44,11 +44,10 @@ impl Application {
             handler::FlushRule::from_settings(&settings.counter),
             metrics::CounterMetrics::new(&base.metrics),
         ));
-        let consumer = base.consumer(
-            &settings.counter.group_id,
-            vec![settings.kafka.counter_events.name.clone()],
-            handler,
-        )?;
+        let topics = vec![settings.kafka.counter_events.name.clone()];
+        base.metrics
+            .init_consumer_series(&topics, &settings.kafka.dlq.name);
+        let consumer = base.consumer(&settings.counter.group_id, topics, handler)?;
         let service = ConsumerService::new(&base, &base.settings.counter.listen, vec![consumer])?;
         Ok(Self { service })
     }

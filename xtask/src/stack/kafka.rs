@@ -19,7 +19,8 @@ fn lib_dir(paths: &Paths) -> std::path::PathBuf {
     paths.cache.join(format!("kafka-{KAFKA_VERSION}/lib"))
 }
 
-fn classpath(paths: &Paths) -> String {
+/// The classpath of the Kafka jars (the broker and its command-line tools).
+pub fn classpath(paths: &Paths) -> String {
     format!("{}/*", lib_dir(paths).display())
 }
 
