@@ -1,12 +1,12 @@
 //! The demo `cargo xtask up` ends with: a few likes and views through the gateway, then the
 //! counts read back from the API and from the database's mirror column; a burst of writes
-//! read back pending then committed; a template registered and copies served from its pool.
+//! read back pending then committed; two cached views, a miss then a hit; a template registered and copies served from its pool.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-use spillway_tests::api::Api;
+use spillway_tests::{api::Api, views::read_view};
 
 const GATEWAY: &str = "http://127.0.0.1:8080";
 
@@ -58,8 +58,31 @@ async fn main() -> Result<()> {
         "  database: videos.like_count of video-1 = {like_count} (kept current by the counter service)"
     );
     demo_writes(&api).await?;
+    demo_views(&api).await?;
     demo_templates(&api).await?;
     demo_waiting_room(&api).await
+}
+
+/// Cached views: a lecture and who may attend it, loaded once then served from Redis; the
+/// member's playlists, refreshed by the batch-writer's commits of the writes above.
+async fn demo_views(api: &Api) -> Result<()> {
+    println!("\ndemo: cached views");
+    for _ in 0..2 {
+        let read = read_view(api, "lecture-attendance", "7").await;
+        anyhow::ensure!(read.status == 200, "view read refused: {}", read.body);
+        let attending = read.body["may_attend"].as_array().map_or(0, Vec::len);
+        println!(
+            "  GET  /v1/views/lecture-attendance/7 -> {} ({attending} may attend) Cache-Status: {}",
+            read.status, read.cache_status
+        );
+    }
+    let read = read_view(api, "member-playlists", "ada").await;
+    let playlists = read.body.as_array().map_or(0, Vec::len);
+    println!(
+        "  GET  /v1/views/member-playlists/ada -> {} ({playlists} playlists) Cache-Status: {}",
+        read.status, read.cache_status
+    );
+    Ok(())
 }
 
 /// A burst of playlist writes: pending at once, committed in bulk by the batch-writer.
