@@ -136,6 +136,23 @@ GATEWAY = [
     panel("Dependencies up", [target("min by (dependency) (spillway_gateway_dependency_up)", "{{dependency}}")], "short", "stat"),
 ]
 
+VIEWS = "spillway_gateway_view_requests_total"
+QUEUE_ROUTES = REQUESTS + '{route=~"/v1/queues/.*"}'
+READS = [
+    panel("View reads/s by view and cache outcome", [target(rate(VIEWS, "view, cache"), "{{view}} {{cache}}")], "reqps",
+          description="hit: fresh from Redis; stale: served while one request reloads; miss: loaded by this request; collapsed: answered by another request's load; bypass: Redis down, read from the database."),
+    panel("View hit ratio by view", [target(
+        rate(VIEWS + '{cache=~"hit|stale"}', "view") + " / " + rate(VIEWS, "view"), "{{view}}")], "percentunit"),
+    panel("View database loads/s by outcome", [target(rate("spillway_gateway_view_reloads_total", "view, outcome"), "{{view}} {{outcome}}")], "ops",
+          description="One per key per reload whatever the load (single flight per gateway, a Redis lock across gateways); failed: the query failed or timed out."),
+    panel("View load latency (query and store)", quantiles("spillway_gateway_view_reload_duration_seconds_bucket", "view", "{{view}}"), "s"),
+    panel("View keys refreshed after commits/s", [target(rate("spillway_batch_writer_view_refreshes_total", "view, outcome"), "{{view}} {{outcome}}")], "ops",
+          description="Keys of a view changed by a batch-writer commit: refreshed (reloaded), not_cached (a new generation only), superseded, failed (the write itself stood)."),
+    panel("Waiting-room calls/s by route and status", [target(rate(QUEUE_ROUTES, "route, method, status"), "{{method}} {{route}} {{status}}")], "reqps",
+          description="POST joins, GET polls (the heartbeat), DELETE leaves; 503 while a room is held after a Redis loss."),
+    panel("Waiting-room call latency p99", [target(quantile(0.99, "spillway_gateway_http_request_duration_seconds_bucket" + '{route=~"/v1/queues/.*"}', "route, method"), "{{method}} {{route}}")], "s"),
+]
+
 KAFKA = [
     panel("Lag by group, topic and partition", [target(f"sum by (job, topic, partition) ({LAG})", "{{job}} {{topic}}/{{partition}}")],
           description="Each service consumes in its own group (spillway-counter, spillway-batch-writer, spillway-template-warmup by default)."),
@@ -153,6 +170,7 @@ DASHBOARDS = [
     ("spillway-batch-writer", "spillway: batch-writer", BATCH_WRITER),
     ("spillway-template-warmup", "spillway: template warm-up", TEMPLATE_WARMUP),
     ("spillway-gateway", "spillway: gateway", GATEWAY),
+    ("spillway-reads", "spillway: cached views and waiting rooms", READS),
     ("spillway-kafka-lag", "spillway: Kafka consumers", KAFKA),
 ]
 

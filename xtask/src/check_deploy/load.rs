@@ -1,6 +1,7 @@
 //! The live check's short, bounded load through the gateway's REST API (docs/openapi.yaml):
 //! likes and unlikes, views, playlist writes and reads, copies of the template `up`'s demo
-//! registers, a few requests the gateway refuses (4xx), and two undecodable messages put on
+//! registers, cached-view reads (a miss, then hits), a waiting room joined, polled and left,
+//! a few requests the gateway refuses (4xx), and two undecodable messages put on
 //! the counter and sink topics so that the DLQ panels have something to show.
 
 use std::{
@@ -53,6 +54,17 @@ struct Tally(BTreeMap<u16, usize>);
 
 impl Tally {
     fn send(&mut self, method: &str, path: &str, member: Option<&str>, body: &str) -> Result<()> {
+        self.call(method, path, member, body).map(drop)
+    }
+
+    /// [`Tally::send`], returning the answer's body.
+    fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        member: Option<&str>,
+        body: &str,
+    ) -> Result<String> {
         let bearer = member
             .map(token)
             .transpose()?
@@ -63,7 +75,7 @@ impl Tally {
         }
         let response = http::request(GATEWAY, method, path, &headers, body)?;
         *self.0.entry(response.status).or_insert(0) += 1;
-        Ok(())
+        Ok(response.body)
     }
 
     fn successes(&self) -> usize {
@@ -106,6 +118,7 @@ fn round(tally: &mut Tally, round: usize) -> Result<()> {
     // Copies after the demo's: their metrics' series exist by now, so rates see these.
     let member = format!("check-deploy-{round}");
     tally.send("POST", DEMO_TEMPLATE_COPIES, Some(&member), "")?;
+    reads(tally, round)?;
     // Refused: a zero delta (400), an unknown namespace (404), a write without a token (401).
     tally.send(
         "POST",
@@ -121,6 +134,31 @@ fn round(tally: &mut Tally, round: usize) -> Result<()> {
         "{\"title\": \"anonymous\"}",
     )?;
     Ok(())
+}
+
+/// Cached views (a lecture not read before: a miss, then hits; a member's playlists) and a
+/// waiting room of the sample configuration joined, polled and left.
+fn reads(tally: &mut Tally, round: usize) -> Result<()> {
+    let lecture = format!("/v1/views/lecture-attendance/{}", 50 + round);
+    for _ in 0..3 {
+        tally.send("GET", &lecture, None, "")?;
+    }
+    let member = format!("check-deploy-{round}-0");
+    tally.send(
+        "GET",
+        &format!("/v1/views/member-playlists/{member}"),
+        None,
+        "",
+    )?;
+    let room = "/v1/queues/concert-check-deploy/tokens";
+    let joined: serde_json::Value =
+        serde_json::from_str(&tally.call("POST", room, Some(&member), "")?)?;
+    let token = joined["token"]
+        .as_str()
+        .context("a token from the waiting room")?;
+    let own = format!("{room}/{token}");
+    tally.send("GET", &own, Some(&member), "")?;
+    tally.send("DELETE", &own, Some(&member), "")
 }
 
 /// Puts one undecodable message on `topic` with Kafka's console producer (it goes to the
