@@ -148,6 +148,12 @@ READS = [
     panel("View load latency (query and store)", quantiles("spillway_gateway_view_reload_duration_seconds_bucket", "view", "{{view}}"), "s"),
     panel("View keys refreshed after commits/s", [target(rate("spillway_batch_writer_view_refreshes_total", "view, outcome"), "{{view}} {{outcome}}")], "ops",
           description="Keys of a view changed by a batch-writer commit: refreshed (reloaded), not_cached (a new generation only), superseded, failed (the write itself stood)."),
+    panel("Waiting rooms: waiting and active by room", [
+        target("max by (room) (spillway_gateway_queue_waiting)", "{{room}} waiting"),
+        target("max by (room) (spillway_gateway_queue_active)", "{{room}} active"),
+    ], description="As the last call on each gateway saw them; the room is the configured pattern (concert-*)."),
+    panel("Waiting rooms: admitted in the last minute", [target("max by (room) (spillway_gateway_queue_admitted_last_minute)", "{{room}}")],
+          description="Never above the room's admit_per_minute; the ETA given to waiters is computed from it."),
     panel("Waiting-room calls/s by route and status", [target(rate(QUEUE_ROUTES, "route, method, status"), "{{method}} {{route}} {{status}}")], "reqps",
           description="POST joins, GET polls (the heartbeat), DELETE leaves; 503 while a room is held after a Redis loss."),
     panel("Waiting-room call latency p99", [target(quantile(0.99, "spillway_gateway_http_request_duration_seconds_bucket" + '{route=~"/v1/queues/.*"}', "route, method"), "{{method}} {{route}}")], "s"),

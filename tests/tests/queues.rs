@@ -120,7 +120,35 @@ async fn two_thousand_joiners_are_admitted_in_arrival_order_never_above_capacity
         "at most the capacity was active at once (saw {most})"
     );
     assert!(most >= 90, "the sampler saw the room full ({most})");
+    let metrics = reqwest::get(gateway.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut redis = redis_client::connect().await;
+    for (gauge, part) in [("queue_waiting", "w"), ("queue_active", "a")] {
+        let in_redis: i64 = redis::cmd("ZCARD")
+            .arg(format!("{}{{q:concert-fifo}}:{part}", config.key_prefix))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(
+            gauge_value(&metrics, gauge),
+            Some(in_redis),
+            "{gauge} is the room's count after the last step"
+        );
+    }
     gateway.stop().await.unwrap();
+}
+
+/// The value of `spillway_gateway_<name>{room="concert-*"}` in a metrics exposition.
+fn gauge_value(metrics: &str, name: &str) -> Option<i64> {
+    let prefix = format!("spillway_gateway_{name}{{room=\"concert-*\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 #[tokio::test]

@@ -13,8 +13,9 @@
 -- ARGV[5] heartbeat timeout (ms), ARGV[6] the epoch the caller knows ('' if none),
 -- ARGV[7] new epoch (used when the queue's state has to be created),
 -- ARGV[8] operation (join | poll | leave), ARGV[9] member, ARGV[10] token (join: a new one)
--- Returns {outcome, epoch, status, position, expiry, admitted_last_minute, hold_until, token}
--- (the token is the member's existing one when it joins twice):
+-- Returns {outcome, epoch, status, position, expiry, admitted_last_minute, hold_until, token,
+-- waiting, active} (the token is the member's existing one when it joins twice; the last two
+-- are the room's counts after the step, for the gateway's gauges):
 -- outcome 'ok', 'unknown' (no such token), 'forbidden' (another member's), 'left',
 -- 'holding' (the state was lost; nobody is admitted until hold_until).
 local now = tonumber(ARGV[1])
@@ -23,6 +24,13 @@ local per_minute = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local heartbeat_timeout = tonumber(ARGV[5])
 local operation, member, token = ARGV[8], ARGV[9], ARGV[10]
+
+-- Every answer ends with the room's waiting and active counts.
+local function reply(answer)
+  table.insert(answer, redis.call('ZCARD', KEYS[2]))
+  table.insert(answer, redis.call('ZCARD', KEYS[3]))
+  return answer
+end
 
 -- The epoch: a queue whose state vanished (Redis restarted empty) while a gateway knew it
 -- holds everyone back until every session it may have admitted has expired.
@@ -37,7 +45,7 @@ if not epoch then
 end
 local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
 if hold_until > now then
-  return {'holding', epoch, '', 0, 0, 0, hold_until, token}
+  return reply({'holding', epoch, '', 0, 0, 0, hold_until, token})
 end
 
 local function forget(id)
@@ -75,10 +83,10 @@ if operation == 'join' then
 else
   local owner = redis.call('HGET', KEYS[5], token)
   if not owner then
-    return {'unknown', epoch, '', 0, 0, 0, 0, token}
+    return reply({'unknown', epoch, '', 0, 0, 0, 0, token})
   end
   if owner ~= member then
-    return {'forbidden', epoch, '', 0, 0, 0, 0, token}
+    return reply({'forbidden', epoch, '', 0, 0, 0, 0, token})
   end
   if operation == 'leave' then
     forget(token)
@@ -104,14 +112,14 @@ end
 
 local admitted = redis.call('ZCARD', KEYS[7])
 if operation == 'leave' then
-  return {'left', epoch, '', 0, 0, admitted, 0, token}
+  return reply({'left', epoch, '', 0, 0, admitted, 0, token})
 end
 local expiry = redis.call('ZSCORE', KEYS[3], token)
 if expiry then
-  return {'ok', epoch, 'active', 0, tonumber(expiry), admitted, 0, token}
+  return reply({'ok', epoch, 'active', 0, tonumber(expiry), admitted, 0, token})
 end
 local rank = redis.call('ZRANK', KEYS[2], token)
 if rank then
-  return {'ok', epoch, 'waiting', rank + 1, 0, admitted, 0, token}
+  return reply({'ok', epoch, 'waiting', rank + 1, 0, admitted, 0, token})
 end
-return {'unknown', epoch, '', 0, 0, admitted, 0, token}
+return reply({'unknown', epoch, '', 0, 0, admitted, 0, token})

@@ -144,6 +144,7 @@ impl Application {
                 base.keys.clone(),
                 Duration::from_millis(settings.redis.timeout_ms),
                 settings.queues.clone(),
+                &base.metrics,
             ),
             admission: routes::queues::AdmissionSigner::new(
                 admission_secret(settings),

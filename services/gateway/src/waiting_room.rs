@@ -6,6 +6,9 @@
 //! Each gateway remembers the epoch of every queue it has served; a queue whose Redis state
 //! vanished under it (Redis restarted empty) is held (503) until every session it may have
 //! admitted has expired, so the line never turns into letting everyone in.
+//!
+//! Each step also sets the room's gauges (waiting, active, admitted in the last minute),
+//! labelled by the configured pattern (`concert-*`), never by the caller's queue name.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -14,7 +17,9 @@ use std::{
 };
 
 use deadpool_redis::Pool;
+use prometheus::{IntGaugeVec, Opts};
 use spillway_core::{
+    metrics::Metrics,
     queues::{self, QueueSettings},
     redis::{Keys, RedisError, scripts, with_timeout},
 };
@@ -66,8 +71,51 @@ pub enum Step {
     },
 }
 
-/// The raw answer of the script.
-type ScriptAnswer = (String, String, String, u64, i64, u64, i64, String);
+/// The step's part of the script's answer.
+type StepAnswer = (String, String, String, u64, i64, u64, i64, String);
+
+/// The raw answer of the script: the step, then the room's waiting and active counts.
+type ScriptAnswer = (String, String, String, u64, i64, u64, i64, String, u64, u64);
+
+/// The rooms' gauges, by configured pattern, as the last step on this gateway saw them.
+struct RoomGauges {
+    waiting: IntGaugeVec,
+    active: IntGaugeVec,
+    admitted_last_minute: IntGaugeVec,
+}
+
+impl RoomGauges {
+    fn new(metrics: &Metrics) -> Self {
+        let gauge = |name: &str, help: &str| {
+            metrics.register(
+                IntGaugeVec::new(Opts::new(metrics.name(name), help), &["room"])
+                    .expect("valid metric"),
+            )
+        };
+        Self {
+            waiting: gauge("queue_waiting", "Members waiting in line, by room pattern"),
+            active: gauge(
+                "queue_active",
+                "Members admitted and active, by room pattern",
+            ),
+            admitted_last_minute: gauge(
+                "queue_admitted_last_minute",
+                "Members admitted in the last minute, by room pattern",
+            ),
+        }
+    }
+
+    fn set(&self, room: &str, waiting: u64, active: u64, admitted: u64) {
+        let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.waiting
+            .with_label_values(&[room])
+            .set(as_gauge(waiting));
+        self.active.with_label_values(&[room]).set(as_gauge(active));
+        self.admitted_last_minute
+            .with_label_values(&[room])
+            .set(as_gauge(admitted));
+    }
+}
 
 /// The waiting rooms of one gateway.
 pub struct WaitingRooms {
@@ -77,6 +125,7 @@ pub struct WaitingRooms {
     queues: BTreeMap<String, QueueSettings>,
     /// Queue -> the epoch of its Redis state this gateway last saw.
     epochs: Mutex<HashMap<String, String>>,
+    gauges: RoomGauges,
 }
 
 impl WaitingRooms {
@@ -85,6 +134,7 @@ impl WaitingRooms {
         keys: Keys,
         timeout: Duration,
         queues: BTreeMap<String, QueueSettings>,
+        metrics: &Metrics,
     ) -> Self {
         Self {
             redis,
@@ -92,6 +142,7 @@ impl WaitingRooms {
             timeout,
             queues,
             epochs: Mutex::new(HashMap::new()),
+            gauges: RoomGauges::new(metrics),
         }
     }
 
@@ -143,14 +194,30 @@ impl WaitingRooms {
             .arg(member)
             .arg(&token);
         let mut connection = with_timeout(self.timeout, self.redis.get()).await?;
-        let answer: ScriptAnswer =
+        let (
+            outcome,
+            epoch,
+            status,
+            position,
+            expiry,
+            admitted,
+            hold_until,
+            token,
+            waiting,
+            active,
+        ): ScriptAnswer =
             with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
+        let answer = (
+            outcome, epoch, status, position, expiry, admitted, hold_until, token,
+        );
         self.remember_epoch(queue, answer.1.clone());
+        self.gauges
+            .set(&settings.pattern, waiting, active, answer.5);
         Ok(interpret(answer))
     }
 }
 
-fn interpret(answer: ScriptAnswer) -> Step {
+fn interpret(answer: StepAnswer) -> Step {
     let (outcome, _epoch, status, position, expiry, admitted, hold_until, token) = answer;
     match (outcome.as_str(), status.as_str()) {
         ("holding", _) => Step::Held {
@@ -238,7 +305,7 @@ mod tests {
 
     #[test]
     fn script_answers_become_steps() {
-        let answer = |outcome: &str, status: &str| -> ScriptAnswer {
+        let answer = |outcome: &str, status: &str| -> StepAnswer {
             (
                 outcome.into(),
                 "e".into(),
