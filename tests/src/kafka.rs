@@ -110,29 +110,9 @@ pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<Record
 
 /// Total committed offsets of `group` on `topic`, and the topic's total end offsets.
 pub fn committed_and_end(group: &str, topic: &str) -> (i64, i64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", Stack::from_env().kafka)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("offset reader");
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .expect("metadata");
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut list = TopicPartitionList::new();
-    for partition in &partitions {
-        list.add_partition(topic, *partition);
-    }
-    let committed = consumer
-        .committed_offsets(list, timeout)
-        .expect("committed offsets");
-    let committed_total: i64 = committed
+    let consumer = offset_reader(group);
+    let partitions = partitions_of(&consumer, topic);
+    let committed_total: i64 = committed_offsets(&consumer, topic, &partitions)
         .elements()
         .iter()
         .map(|element| match element.offset() {
@@ -140,14 +120,71 @@ pub fn committed_and_end(group: &str, topic: &str) -> (i64, i64) {
             _ => 0,
         })
         .sum();
-    let end_total: i64 = partitions
+    (committed_total, end_total(&consumer, topic, &partitions))
+}
+
+/// The topic's total end offsets (how many records were ever written to it).
+pub fn end_offsets(topic: &str) -> i64 {
+    let consumer = offset_reader("spillway-tests-offset-reader");
+    let partitions = partitions_of(&consumer, topic);
+    end_total(&consumer, topic, &partitions)
+}
+
+const OFFSET_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn offset_reader(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", Stack::from_env().kafka)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader")
+}
+
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), OFFSET_TIMEOUT)
+        .expect("metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Committed offsets, retried while the group coordinator is still being
+/// elected or loaded (a freshly started broker answers NotCoordinator for a
+/// few seconds).
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.committed_offsets(list.clone(), OFFSET_TIMEOUT) {
+            Ok(committed) => return committed,
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("committed offsets not readable yet ({error}); retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => panic!("committed offsets: {error}"),
+        }
+    }
+}
+
+fn end_total(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -> i64 {
+    partitions
         .iter()
         .map(|partition| {
             consumer
-                .fetch_watermarks(topic, *partition, timeout)
+                .fetch_watermarks(topic, *partition, OFFSET_TIMEOUT)
                 .expect("watermarks")
                 .1
         })
-        .sum();
-    (committed_total, end_total)
+        .sum()
 }

@@ -59,6 +59,8 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long the final flush may retry at shutdown before giving up (the data is replayed).
 const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(8);
 const REWIND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a rewind is tried before the consumer stops with an error.
+const REWIND_ATTEMPTS: u32 = 6;
 
 /// One decoded message with where it came from.
 #[derive(Debug, Clone)]
@@ -261,7 +263,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 Err(Interrupted::Rewind) => {
                     pending = PendingOffsets::default();
                     carried.clear();
-                    self.rewind_to_committed();
+                    self.rewind_with_retries(&shutdown).await?;
                 }
             }
         }
@@ -498,30 +500,43 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         outcome
     }
 
-    /// Seeks every assigned partition back to its committed offset (or the beginning).
-    fn rewind_to_committed(&self) {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        let committed = match self.consumer.committed_offsets(assignment, REWIND_TIMEOUT) {
-            Ok(committed) => committed,
-            Err(error) => {
-                tracing::error!(%error, "reading committed offsets for a rewind failed");
-                return;
+    /// Rewinds, retrying a few times. If the committed offsets stay unreadable the consumer
+    /// stops with an error rather than carry on from where it was: the messages since the
+    /// last commit must be applied again to the rebuilt state, and a restarted process
+    /// starts from the committed offsets anyway.
+    async fn rewind_with_retries(&self, shutdown: &CancellationToken) -> Result<(), KafkaError> {
+        let mut attempt = 1;
+        loop {
+            match self.rewind_to_committed() {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < REWIND_ATTEMPTS && !shutdown.is_cancelled() => {
+                    tracing::warn!(%error, attempt, "rewind to the committed offsets failed; retrying");
+                    tokio::time::sleep(RETRY_BACKOFF_MAX).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "rewind to the committed offsets failed; stopping the consumer");
+                    return Err(error.into());
+                }
             }
-        };
+        }
+    }
+
+    /// Seeks every assigned partition back to its committed offset (or the beginning).
+    fn rewind_to_committed(&self) -> Result<(), rdkafka::error::KafkaError> {
+        let assignment = self.consumer.assignment()?;
+        let committed = self
+            .consumer
+            .committed_offsets(assignment, REWIND_TIMEOUT)?;
         for element in committed.elements() {
             let offset = match element.offset() {
                 Offset::Offset(offset) => Offset::Offset(offset),
                 _ => Offset::Beginning,
             };
-            if let Err(error) =
-                self.consumer
-                    .seek(element.topic(), element.partition(), offset, REWIND_TIMEOUT)
-            {
-                tracing::error!(%error, topic = element.topic(), partition = element.partition(), "seek failed");
-            }
+            self.consumer
+                .seek(element.topic(), element.partition(), offset, REWIND_TIMEOUT)?;
         }
+        Ok(())
     }
 
     fn pause(&self) -> Option<TopicPartitionList> {
