@@ -45,11 +45,8 @@ async fn calls_through_the_proxy_are_delayed_counted_and_refused_when_paused() {
         );
     }
     assert!(elapsed >= Duration::from_millis(LATENCY_MS), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(4 * LATENCY_MS),
-        "the GETs ran at once: {elapsed:?}"
-    );
     assert_eq!(proxy.calls(), 5);
+    // The GETs overlapped in the proxy (counted, not timed: a timed bound could flake).
     assert!(proxy.max_in_flight() >= 2, "{}", proxy.max_in_flight());
     assert!(proxy.max_in_flight() <= 4, "{}", proxy.max_in_flight());
     assert_eq!(proxy.in_flight(), 0);
