@@ -9,8 +9,8 @@
 //! - COPY ceiling: the same number of rows by `COPY ... FROM STDIN`.
 //! - bulk statements: which one statement per batch is faster here, on PostgreSQL alone, in
 //!   transactions of 5,000 rows: the sink's `INSERT ... SELECT FROM jsonb_to_recordset($1)
-//!   ON CONFLICT`, or `COPY` into a temporary staging table then `INSERT ... SELECT ... ON
-//!   CONFLICT`.
+//!   ON CONFLICT`, `COPY` into a temporary staging table then `INSERT ... SELECT ... ON
+//!   CONFLICT`, or `INSERT ... SELECT FROM UNNEST` of one text array per column.
 
 use std::{
     collections::HashMap,
@@ -83,14 +83,19 @@ pub async fn run() -> anyhow::Result<Report> {
         ),
     );
     report.finding("COPY ceiling, same rows", format!("{copy:.0} rows/s"));
-    let (json_rows, staged_rows) = bulk_statements(&config, &database).await?;
+    let statements = bulk_statements(&config, &database).await?;
+    let versus_json = |rate: f64| rate / statements.json.max(1e-9);
     report.finding(
         "bulk statement, 5,000-row transactions on PostgreSQL alone",
         format!(
-            "INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT: {json_rows:.0} rows/s; \
-             COPY into a staging table then INSERT ... SELECT ... ON CONFLICT: \
-             {staged_rows:.0} rows/s ({:.2}x)",
-            staged_rows / json_rows.max(1e-9)
+            "INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT (the sink's): {:.0} rows/s; \
+             COPY into a staging table then INSERT ... SELECT ... ON CONFLICT: {:.0} rows/s ({:.2}x); \
+             INSERT ... SELECT FROM UNNEST(one text[] per column) ON CONFLICT: {:.0} rows/s ({:.2}x)",
+            statements.json,
+            statements.staged,
+            versus_json(statements.staged),
+            statements.unnest,
+            versus_json(statements.unnest),
         ),
     );
     report.finding(
@@ -325,13 +330,22 @@ async fn copy_ceiling(database: &DatabaseConnection) -> anyhow::Result<f64> {
 
 const STATEMENT_BATCH_ROWS: usize = 5_000;
 
-/// The two bulk statements over the same `BACKLOG_ROWS` rows, each batch one transaction
-/// into its own copy of the sink's table; rows per second of each.
+/// Rows per second of each bulk statement over the same `BACKLOG_ROWS` rows, each batch one
+/// transaction into its own copy of the sink's table.
+struct StatementRates {
+    json: f64,
+    staged: f64,
+    unnest: f64,
+}
+
+type BenchRow = (uuid::Uuid, String);
+type PgConnection = sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>;
+
 async fn bulk_statements(
     config: &TestConfig,
     database: &DatabaseConnection,
-) -> anyhow::Result<(f64, f64)> {
-    for table in ["stmt_json", "stmt_staged"] {
+) -> anyhow::Result<StatementRates> {
+    for table in ["stmt_json", "stmt_staged", "stmt_unnest"] {
         database
             .execute_unprepared(&format!(
                 "CREATE TABLE {table} (LIKE playlists INCLUDING ALL)"
@@ -340,13 +354,31 @@ async fn bulk_statements(
     }
     let sink = &config.settings().sinks["playlists"];
     let insert = sink.insert_sql().replace("\"playlists\"", "\"stmt_json\"");
-    let rows: Vec<(uuid::Uuid, String)> = (0..BACKLOG_ROWS)
+    let rows: Vec<BenchRow> = (0..BACKLOG_ROWS)
         .map(|i| (uuid::Uuid::now_v7(), format!("backlog {i}")))
         .collect();
     let pool = database.get_postgres_connection_pool();
     let mut connection = pool.acquire().await?;
+    Ok(StatementRates {
+        json: rate(json_statement(&mut connection, &insert, &rows)).await?,
+        staged: rate(staged_statement(&mut connection, &rows)).await?,
+        unnest: rate(unnest_statement(&mut connection, &rows)).await?,
+    })
+}
 
+/// Rows per second of `BACKLOG_ROWS` rows written by `write`.
+async fn rate(write: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<f64> {
     let started = Instant::now();
+    write.await?;
+    Ok(BACKLOG_ROWS as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The sink's own statement: `INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT`.
+async fn json_statement(
+    connection: &mut PgConnection,
+    insert: &str,
+    rows: &[BenchRow],
+) -> anyhow::Result<()> {
     for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
         let json: Vec<serde_json::Value> = batch
             .iter()
@@ -355,22 +387,24 @@ async fn bulk_statements(
                     "visibility": "public", "created_at": "2026-11-25T00:00:00Z"})
             })
             .collect();
-        let mut transaction = sea_orm::sqlx::Connection::begin(&mut *connection).await?;
-        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(insert.as_str()))
+        let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(insert))
             .bind(serde_json::Value::Array(json))
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
     }
-    let json_rows = BACKLOG_ROWS as f64 / started.elapsed().as_secs_f64();
+    Ok(())
+}
 
-    let started = Instant::now();
+/// `COPY` into a temporary staging table, then `INSERT ... SELECT ... ON CONFLICT`.
+async fn staged_statement(connection: &mut PgConnection, rows: &[BenchRow]) -> anyhow::Result<()> {
     for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
         let mut csv = String::with_capacity(batch.len() * 80);
         for (id, title) in batch {
             csv.push_str(&format!("{id},bench,{title},public,2026-11-25T00:00:00Z\n"));
         }
-        let mut transaction = sea_orm::sqlx::Connection::begin(&mut *connection).await?;
+        let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
         sea_orm::sqlx::query(
             "CREATE TEMP TABLE staging (LIKE stmt_staged INCLUDING DEFAULTS) ON COMMIT DROP",
         )
@@ -390,6 +424,31 @@ async fn bulk_statements(
         .await?;
         transaction.commit().await?;
     }
-    let staged_rows = BACKLOG_ROWS as f64 / started.elapsed().as_secs_f64();
-    Ok((json_rows, staged_rows))
+    Ok(())
+}
+
+/// One text array per column, cast in the SELECT: `INSERT ... SELECT FROM UNNEST($1..$5)
+/// ON CONFLICT` (the shape a sink of any columns could use).
+async fn unnest_statement(connection: &mut PgConnection, rows: &[BenchRow]) -> anyhow::Result<()> {
+    for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+        let titles: Vec<String> = batch.iter().map(|(_, title)| title.clone()).collect();
+        let same = |value: &str| vec![Some(value.to_owned()); batch.len()];
+        let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
+        sea_orm::sqlx::query(
+            "INSERT INTO stmt_unnest (id, member_id, title, visibility, created_at) \
+             SELECT id::uuid, member_id, title, visibility, created_at::timestamptz \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+             AS x(id, member_id, title, visibility, created_at) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(same("bench"))
+        .bind(titles)
+        .bind(same("public"))
+        .bind(same("2026-11-25T00:00:00Z"))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+    }
+    Ok(())
 }
