@@ -349,3 +349,101 @@ async fn two_batch_writers_split_the_partitions_and_store_every_row_once() {
     second.stop().await.unwrap();
     gateway.stop().await.unwrap();
 }
+
+/// A sink with a column of every type, upserting two of them: each value is stored as the
+/// column reads it (text with quotes, braces, commas and backslashes; JSON objects and JSON
+/// strings; null), and a second write of the same id updates only the upsert columns.
+#[tokio::test]
+async fn every_column_type_is_stored_as_written_and_an_upsert_updates_its_columns() {
+    let config = TestConfig::new(
+        r#"
+[sinks.gadgets]
+table = "gadgets"
+on_conflict = "upsert"
+upsert_columns = ["price", "spec"]
+batch_max_delay_ms = 50
+[sinks.gadgets.columns]
+id = { type = "text" }
+name = { type = "text" }
+stock = { type = "bigint" }
+shelf = { type = "integer" }
+price = { type = "double" }
+in_sale = { type = "boolean" }
+spec = { type = "jsonb" }
+made_at = { type = "timestamptz" }
+serial = { type = "uuid" }
+"#,
+    );
+    let gateway = spawn_gateway(&config).await;
+    let writer = spawn_batch_writer(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let first = json!({
+        "id": "g-1",
+        "name": "a \"quoted\", {braced} \\ name ünïcode",
+        "stock": 8_999_999_999_999_999_i64,
+        "shelf": -7,
+        "price": 12.5,
+        "in_sale": true,
+        "spec": {"size": [1, 2], "note": "x,y"},
+        "made_at": "2026-11-29T10:00:00.123456Z",
+        "serial": "0190f2a4-5b6c-7d8e-9f00-112233445566",
+    });
+    let second = json!({"id": "g-2", "name": null, "spec": "just a string", "in_sale": false});
+    for row in [&first, &second] {
+        let (status, body) = api.write("gadgets", "alice", row).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let committed = |id: &'static str| {
+        let api = api.clone();
+        async move {
+            eventually(
+                &format!("{id} committed"),
+                Duration::from_secs(20),
+                || async {
+                    let (_, body) = api.read_write("gadgets", id).await;
+                    (body["status"] == "committed").then_some(body["row"].clone())
+                },
+            )
+            .await
+        }
+    };
+    let stored = committed("g-1").await;
+    for column in [
+        "id", "name", "stock", "shelf", "price", "in_sale", "spec", "serial",
+    ] {
+        assert_eq!(stored[column], first[column], "{column}: {stored}");
+    }
+    assert!(
+        stored["made_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-29T10:00:00.123456")),
+        "{stored}"
+    );
+    let stored = committed("g-2").await;
+    assert_eq!(stored["name"], serde_json::Value::Null, "{stored}");
+    assert_eq!(stored["spec"], "just a string", "{stored}");
+    assert_eq!(stored["in_sale"], false, "{stored}");
+    assert_eq!(stored["stock"], serde_json::Value::Null, "{stored}");
+
+    let update = json!({"id": "g-1", "name": "ignored", "price": 10.0, "spec": {"v": 2}});
+    let (status, body) = api.write("gadgets", "alice", &update).await;
+    assert_eq!(status, 202, "{body}");
+    let updated = eventually(
+        "the upsert is committed",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.read_write("gadgets", "g-1").await;
+            (body["status"] == "committed" && body["row"]["spec"] == json!({"v": 2}))
+                .then_some(body["row"].clone())
+        },
+    )
+    .await;
+    assert_eq!(updated["price"], 10.0, "{updated}");
+    assert_eq!(
+        updated["name"], first["name"],
+        "not an upsert column: {updated}"
+    );
+    assert_eq!(updated["stock"], first["stock"], "{updated}");
+    writer.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}

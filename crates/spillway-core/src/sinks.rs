@@ -79,6 +79,10 @@ pub struct ColumnSettings {
     pub default_now: bool,
 }
 
+/// Integers travel in the protobuf `Struct` of a write event as doubles, exact below 2^53;
+/// a `bigint` value must stay below this bound (checked when the write is accepted).
+pub const WIRE_INTEGER_LIMIT: u64 = 9_000_000_000_000_000;
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
@@ -109,7 +113,9 @@ impl ColumnType {
     fn accepts(self, value: &Value) -> Result<(), String> {
         let fits = match self {
             ColumnType::Text => value.is_string(),
-            ColumnType::Bigint => value.is_i64(),
+            ColumnType::Bigint => value
+                .as_i64()
+                .is_some_and(|v| v.unsigned_abs() < WIRE_INTEGER_LIMIT),
             ColumnType::Integer => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
             ColumnType::Double => value.is_number(),
             ColumnType::Boolean => value.is_boolean(),
@@ -131,7 +137,7 @@ impl ColumnType {
     fn describe(self) -> &'static str {
         match self {
             ColumnType::Text => "a string",
-            ColumnType::Bigint => "an integer",
+            ColumnType::Bigint => "an integer of magnitude below 9e15",
             ColumnType::Integer => "a 32-bit integer",
             ColumnType::Double => "a number",
             ColumnType::Boolean => "true or false",
@@ -271,14 +277,6 @@ impl SinkSettings {
         self.check_value(&self.primary_key, column, &value)
     }
 
-    fn record_definition(&self) -> String {
-        self.columns
-            .iter()
-            .map(|(name, column)| format!("\"{name}\" {}", column.kind.sql()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     fn column_list(&self) -> String {
         self.columns
             .keys()
@@ -309,7 +307,10 @@ impl SinkSettings {
         )
     }
 
-    /// One statement inserting every row of `$1` (a JSON array of row objects).
+    /// One statement inserting a batch of rows given as one text array per column (`$1` is
+    /// the first column in [`SinkSettings::columns`] order, see
+    /// [`SinkSettings::column_arrays`]), each element cast to its column's type. Measured
+    /// 1.4x faster here than one `jsonb_to_recordset` parameter (docs/benchmarks.md).
     pub fn insert_sql(&self) -> String {
         let conflict = match self.on_conflict {
             ConflictRule::Ignore => "DO NOTHING".to_owned(),
@@ -322,14 +323,36 @@ impl SinkSettings {
                     .join(", ")
             ),
         };
+        let arrays: Vec<String> = (1..=self.columns.len())
+            .map(|n| format!("${n}::text[]"))
+            .collect();
+        let casts: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, column)| format!("x.\"{name}\"::{}", column.kind.sql()))
+            .collect();
         format!(
-            "INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM jsonb_to_recordset($1::jsonb) AS x({definition}) \
+            "INSERT INTO \"{table}\" ({columns}) SELECT {casts} FROM UNNEST({arrays}) AS x({columns}) \
              ON CONFLICT (\"{key}\") {conflict}",
             table = self.table,
             columns = self.column_list(),
-            definition = self.record_definition(),
+            casts = casts.join(", "),
+            arrays = arrays.join(", "),
             key = self.primary_key,
         )
+    }
+
+    /// The parameters of [`SinkSettings::insert_sql`]: for each column, every row's value as
+    /// text (`None` for null or absent; JSON text for `jsonb`).
+    pub fn column_arrays(&self, rows: &[&Map<String, Value>]) -> Vec<Vec<Option<String>>> {
+        self.columns
+            .iter()
+            .map(|(name, column)| {
+                rows.iter()
+                    .map(|row| column_text(column.kind, row.get(name)))
+                    .collect()
+            })
+            .collect()
     }
 
     /// One statement deleting every id of `$1` (a JSON array of ids as text).
@@ -348,6 +371,16 @@ impl SinkSettings {
             "SELECT row_to_json(t)::text AS row FROM \"{}\" AS t WHERE \"{}\" = $1::{key_type}",
             self.table, self.primary_key
         )
+    }
+}
+
+/// A value as the text its column's type reads: strings as they are, `jsonb` as JSON
+/// text, numbers and booleans in their JSON spelling, null as `None`.
+fn column_text(kind: ColumnType, value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(text) if kind != ColumnType::Jsonb => Some(text.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -454,7 +487,9 @@ fn from_proto_value(value: &pbjson_types::Value) -> Value {
     match &value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(flag)) => Value::Bool(*flag),
-        Some(Kind::NumberValue(number)) if number.fract() == 0.0 && number.abs() < 9.0e15 => {
+        Some(Kind::NumberValue(number))
+            if number.fract() == 0.0 && number.abs() < WIRE_INTEGER_LIMIT as f64 =>
+        {
             Value::from(*number as i64)
         }
         Some(Kind::NumberValue(number)) => Value::from(*number),
@@ -529,8 +564,9 @@ mod tests {
         let sink = playlists();
         assert!(
             sink.insert_sql()
-                .contains("FROM jsonb_to_recordset($1::jsonb)")
+                .contains("FROM UNNEST($1::text[], $2::text[]")
         );
+        assert!(sink.insert_sql().contains("x.\"id\"::uuid"));
         assert!(
             sink.insert_sql()
                 .ends_with("ON CONFLICT (\"id\") DO NOTHING")
@@ -538,6 +574,65 @@ mod tests {
         assert!(sink.create_table_sql().contains("\"title\" text NOT NULL"));
         assert!(sink.delete_sql().contains("::uuid"));
         validate_sink("playlists", &sink).unwrap();
+    }
+
+    #[test]
+    fn column_arrays_hold_each_value_as_its_column_reads_it() {
+        let sink = playlists();
+        let first = object(json!({"id": "0190", "title": "a \"b\"", "member_id": null}));
+        let second = object(json!({"id": "0191", "title": "c"}));
+        let arrays = sink.column_arrays(&[&first, &second]);
+        assert_eq!(arrays.len(), sink.columns.len());
+        let column = |name: &str| {
+            let index = sink.columns.keys().position(|key| key == name).unwrap();
+            arrays[index].clone()
+        };
+        assert_eq!(
+            column("title"),
+            [Some("a \"b\"".to_owned()), Some("c".to_owned())]
+        );
+        assert_eq!(column("member_id"), [None, None]);
+        assert_eq!(
+            column("id"),
+            [Some("0190".to_owned()), Some("0191".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_bigint_must_survive_the_wire_form_exactly() {
+        let limit = WIRE_INTEGER_LIMIT as i64;
+        assert!(ColumnType::Bigint.accepts(&json!(limit - 1)).is_ok());
+        assert!(ColumnType::Bigint.accepts(&json!(-(limit - 1))).is_ok());
+        assert!(ColumnType::Bigint.accepts(&json!(limit)).is_err());
+        assert!(ColumnType::Bigint.accepts(&json!(i64::MIN)).is_err());
+        let row = object(json!({"n": limit - 1}));
+        assert_eq!(from_struct(&to_struct(&row)), row);
+    }
+
+    #[test]
+    fn column_text_spells_numbers_booleans_and_json() {
+        assert_eq!(
+            column_text(ColumnType::Bigint, Some(&json!(42))),
+            Some("42".into())
+        );
+        assert_eq!(
+            column_text(ColumnType::Double, Some(&json!(1.5))),
+            Some("1.5".into())
+        );
+        assert_eq!(
+            column_text(ColumnType::Boolean, Some(&json!(true))),
+            Some("true".into())
+        );
+        assert_eq!(
+            column_text(ColumnType::Jsonb, Some(&json!("s"))),
+            Some("\"s\"".into())
+        );
+        assert_eq!(
+            column_text(ColumnType::Jsonb, Some(&json!({"a": [1]}))),
+            Some("{\"a\":[1]}".into())
+        );
+        assert_eq!(column_text(ColumnType::Text, Some(&Value::Null)), None);
+        assert_eq!(column_text(ColumnType::Text, None), None);
     }
 
     #[test]

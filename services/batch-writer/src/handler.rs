@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use deadpool_redis::Pool;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement, TransactionTrait,
+    DatabaseConnection, DbErr, RuntimeErr,
+    sqlx::{self, AssertSqlSafe, Row},
 };
 use serde_json::{Map, Value};
 use spillway_core::{
@@ -109,6 +110,15 @@ fn sqlstate(error: &DbErr) -> Option<String> {
     }
 }
 
+/// A transaction on sea-orm's pool, used through sqlx directly: the bulk insert binds one
+/// `text[]` per column with null elements, which sea-orm's values cannot carry.
+type PgTransaction = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// A driver error in sea-orm's form, so [`sqlstate`] reads it the same way.
+fn db_error(error: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(error)))
+}
+
 /// Errors that belong to the rows (data exceptions 22, constraint violations 23), not to the
 /// database being unavailable: bisecting finds the rows at fault.
 fn is_row_error(error: &DbErr) -> bool {
@@ -178,19 +188,21 @@ impl SinkHandler {
     }
 
     /// Runs one bulk statement; the view keys it returned (none without views).
-    async fn execute(
+    async fn execute<'q>(
         &self,
-        transaction: &sea_orm::DatabaseTransaction,
-        sql: &str,
-        json: Value,
+        transaction: &mut PgTransaction,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<String>, DbErr> {
-        let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, [json.into()]);
         if self.views.is_none() {
-            return transaction.execute_raw(statement).await.map(|_| Vec::new());
+            query.execute(&mut **transaction).await.map_err(db_error)?;
+            return Ok(Vec::new());
         }
-        let rows = transaction.query_all_raw(statement).await?;
+        let rows = query
+            .fetch_all(&mut **transaction)
+            .await
+            .map_err(db_error)?;
         rows.iter()
-            .map(|row| row.try_get("", RETURNED_KEYS_COLUMN))
+            .map(|row| row.try_get(RETURNED_KEYS_COLUMN).map_err(db_error))
             .collect()
     }
 
@@ -211,17 +223,22 @@ impl SinkHandler {
                 Change::Upsert(_) => None,
             })
             .collect();
-        let transaction = self.db.begin().await?;
+        let pool = self.db.get_postgres_connection_pool();
+        let mut transaction = pool.begin().await.map_err(db_error)?;
         let mut changed = Vec::new();
         if !upserts.is_empty() {
-            let json = serde_json::to_value(&upserts).unwrap_or_default();
-            changed.extend(self.execute(&transaction, &self.insert_sql, json).await?);
+            let mut insert = sqlx::query(AssertSqlSafe(self.insert_sql.as_str()));
+            for column in self.sink.column_arrays(&upserts) {
+                insert = insert.bind(column);
+            }
+            changed.extend(self.execute(&mut transaction, insert).await?);
         }
         if !deletes.is_empty() {
-            let json = serde_json::to_value(&deletes).unwrap_or_default();
-            changed.extend(self.execute(&transaction, &self.delete_sql, json).await?);
+            let ids = serde_json::to_value(&deletes).unwrap_or_default();
+            let delete = sqlx::query(AssertSqlSafe(self.delete_sql.as_str())).bind(ids);
+            changed.extend(self.execute(&mut transaction, delete).await?);
         }
-        transaction.commit().await?;
+        transaction.commit().await.map_err(db_error)?;
         Ok(changed)
     }
 

@@ -8,9 +8,10 @@
 //! - backlog drain: rows already in Kafka, written by a starting batch-writer (rows/s).
 //! - COPY ceiling: the same number of rows by `COPY ... FROM STDIN`.
 //! - bulk statements: which one statement per batch is faster here, on PostgreSQL alone, in
-//!   transactions of 5,000 rows: the sink's `INSERT ... SELECT FROM jsonb_to_recordset($1)
-//!   ON CONFLICT`, `COPY` into a temporary staging table then `INSERT ... SELECT ... ON
-//!   CONFLICT`, or `INSERT ... SELECT FROM UNNEST` of one text array per column.
+//!   transactions of 5,000 rows: the sink's `INSERT ... SELECT FROM UNNEST` of one text
+//!   array per column, `INSERT ... SELECT FROM jsonb_to_recordset($1)` of one JSON
+//!   parameter, or `COPY` into a temporary staging table then `INSERT ... SELECT`; all
+//!   `ON CONFLICT DO NOTHING`.
 
 use std::{
     collections::HashMap,
@@ -84,18 +85,18 @@ pub async fn run() -> anyhow::Result<Report> {
     );
     report.finding("COPY ceiling, same rows", format!("{copy:.0} rows/s"));
     let statements = bulk_statements(&config, &database).await?;
-    let versus_json = |rate: f64| rate / statements.json.max(1e-9);
+    let versus_sink = |rate: f64| rate / statements.unnest.max(1e-9);
     report.finding(
         "bulk statement, 5,000-row transactions on PostgreSQL alone",
         format!(
-            "INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT (the sink's): {:.0} rows/s; \
-             COPY into a staging table then INSERT ... SELECT ... ON CONFLICT: {:.0} rows/s ({:.2}x); \
-             INSERT ... SELECT FROM UNNEST(one text[] per column) ON CONFLICT: {:.0} rows/s ({:.2}x)",
-            statements.json,
-            statements.staged,
-            versus_json(statements.staged),
+            "INSERT ... SELECT FROM UNNEST(one text[] per column) ON CONFLICT (the sink's): {:.0} rows/s; \
+             INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT: {:.0} rows/s ({:.2}x); \
+             COPY into a staging table then INSERT ... SELECT ... ON CONFLICT: {:.0} rows/s ({:.2}x)",
             statements.unnest,
-            versus_json(statements.unnest),
+            statements.json,
+            versus_sink(statements.json),
+            statements.staged,
+            versus_sink(statements.staged),
         ),
     );
     report.finding(
@@ -333,19 +334,20 @@ const STATEMENT_BATCH_ROWS: usize = 5_000;
 /// Rows per second of each bulk statement over the same `BACKLOG_ROWS` rows, each batch one
 /// transaction into its own copy of the sink's table.
 struct StatementRates {
+    /// The sink's own statement: `INSERT ... SELECT FROM UNNEST` of one text array per column.
+    unnest: f64,
     json: f64,
     staged: f64,
-    unnest: f64,
 }
 
-type BenchRow = (uuid::Uuid, String);
+type BenchRow = serde_json::Map<String, serde_json::Value>;
 type PgConnection = sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>;
 
 async fn bulk_statements(
     config: &TestConfig,
     database: &DatabaseConnection,
 ) -> anyhow::Result<StatementRates> {
-    for table in ["stmt_json", "stmt_staged", "stmt_unnest"] {
+    for table in ["stmt_unnest", "stmt_json", "stmt_staged"] {
         database
             .execute_unprepared(&format!(
                 "CREATE TABLE {table} (LIKE playlists INCLUDING ALL)"
@@ -353,16 +355,20 @@ async fn bulk_statements(
             .await?;
     }
     let sink = &config.settings().sinks["playlists"];
-    let insert = sink.insert_sql().replace("\"playlists\"", "\"stmt_json\"");
     let rows: Vec<BenchRow> = (0..BACKLOG_ROWS)
-        .map(|i| (uuid::Uuid::now_v7(), format!("backlog {i}")))
+        .map(|i| {
+            let row = serde_json::json!({"id": uuid::Uuid::now_v7(), "member_id": "bench",
+                "title": format!("backlog {i}"), "visibility": "public",
+                "created_at": "2026-11-25T00:00:00Z"});
+            row.as_object().cloned().unwrap_or_default()
+        })
         .collect();
     let pool = database.get_postgres_connection_pool();
     let mut connection = pool.acquire().await?;
     Ok(StatementRates {
-        json: rate(json_statement(&mut connection, &insert, &rows)).await?,
+        unnest: rate(sink_statement(&mut connection, sink, &rows)).await?,
+        json: rate(json_statement(&mut connection, &rows)).await?,
         staged: rate(staged_statement(&mut connection, &rows)).await?,
-        unnest: rate(unnest_statement(&mut connection, &rows)).await?,
     })
 }
 
@@ -373,25 +379,42 @@ async fn rate(write: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result
     Ok(BACKLOG_ROWS as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The sink's own statement: `INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT`.
-async fn json_statement(
+/// The sink's own statement and parameters, as the batch-writer builds them.
+async fn sink_statement(
     connection: &mut PgConnection,
-    insert: &str,
+    sink: &spillway_core::sinks::SinkSettings,
     rows: &[BenchRow],
 ) -> anyhow::Result<()> {
+    let insert = sink
+        .insert_sql()
+        .replace("\"playlists\"", "\"stmt_unnest\"");
     for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
-        let json: Vec<serde_json::Value> = batch
-            .iter()
-            .map(|(id, title)| {
-                serde_json::json!({"id": id, "member_id": "bench", "title": title,
-                    "visibility": "public", "created_at": "2026-11-25T00:00:00Z"})
-            })
-            .collect();
+        let batch: Vec<&BenchRow> = batch.iter().collect();
         let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
-        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(insert))
-            .bind(serde_json::Value::Array(json))
-            .execute(&mut *transaction)
-            .await?;
+        let mut query = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(insert.as_str()));
+        for column in sink.column_arrays(&batch) {
+            query = query.bind(column);
+        }
+        query.execute(&mut *transaction).await?;
+        transaction.commit().await?;
+    }
+    Ok(())
+}
+
+/// One JSON parameter: `INSERT ... SELECT FROM jsonb_to_recordset($1) ON CONFLICT` (the
+/// sink's statement until 2026-11-29).
+async fn json_statement(connection: &mut PgConnection, rows: &[BenchRow]) -> anyhow::Result<()> {
+    for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
+        let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
+        sea_orm::sqlx::query(
+            "INSERT INTO stmt_json (id, member_id, title, visibility, created_at) \
+             SELECT id, member_id, title, visibility, created_at FROM jsonb_to_recordset($1::jsonb) \
+             AS x(id uuid, member_id text, title text, visibility text, created_at timestamptz) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(serde_json::to_value(batch)?)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
     }
     Ok(())
@@ -401,8 +424,13 @@ async fn json_statement(
 async fn staged_statement(connection: &mut PgConnection, rows: &[BenchRow]) -> anyhow::Result<()> {
     for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
         let mut csv = String::with_capacity(batch.len() * 80);
-        for (id, title) in batch {
-            csv.push_str(&format!("{id},bench,{title},public,2026-11-25T00:00:00Z\n"));
+        for row in batch {
+            let (id, title) = (&row["id"], &row["title"]);
+            csv.push_str(&format!(
+                "{},bench,{},public,2026-11-25T00:00:00Z\n",
+                id.as_str().unwrap_or_default(),
+                title.as_str().unwrap_or_default()
+            ));
         }
         let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
         sea_orm::sqlx::query(
@@ -420,32 +448,6 @@ async fn staged_statement(connection: &mut PgConnection, rows: &[BenchRow]) -> a
         sea_orm::sqlx::query(
             "INSERT INTO stmt_staged SELECT * FROM staging ON CONFLICT (id) DO NOTHING",
         )
-        .execute(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-    }
-    Ok(())
-}
-
-/// One text array per column, cast in the SELECT: `INSERT ... SELECT FROM UNNEST($1..$5)
-/// ON CONFLICT` (the shape a sink of any columns could use).
-async fn unnest_statement(connection: &mut PgConnection, rows: &[BenchRow]) -> anyhow::Result<()> {
-    for batch in rows.chunks(STATEMENT_BATCH_ROWS) {
-        let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
-        let titles: Vec<String> = batch.iter().map(|(_, title)| title.clone()).collect();
-        let same = |value: &str| vec![Some(value.to_owned()); batch.len()];
-        let mut transaction = sea_orm::sqlx::Connection::begin(&mut **connection).await?;
-        sea_orm::sqlx::query(
-            "INSERT INTO stmt_unnest (id, member_id, title, visibility, created_at) \
-             SELECT id::uuid, member_id, title, visibility, created_at::timestamptz \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-             AS x(id, member_id, title, visibility, created_at) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(ids)
-        .bind(same("bench"))
-        .bind(titles)
-        .bind(same("public"))
-        .bind(same("2026-11-25T00:00:00Z"))
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
