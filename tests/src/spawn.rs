@@ -17,6 +17,16 @@ impl RunningService {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The service's `/metrics` page (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Cancels the token and waits for the service to drain and stop.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

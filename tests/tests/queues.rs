@@ -120,12 +120,7 @@ async fn two_thousand_joiners_are_admitted_in_arrival_order_never_above_capacity
         "at most the capacity was active at once (saw {most})"
     );
     assert!(most >= 90, "the sampler saw the room full ({most})");
-    let metrics = reqwest::get(gateway.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     let mut redis = redis_client::connect().await;
     for (gauge, part) in [("queue_waiting", "w"), ("queue_active", "a")] {
         let in_redis: i64 = redis::cmd("ZCARD")

@@ -329,12 +329,7 @@ async fn two_batch_writers_split_the_partitions_and_store_every_row_once() {
         3_000
     );
     for writer in [&first, &second] {
-        let metrics = reqwest::get(writer.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = writer.metrics().await;
         let written: f64 = metrics
             .lines()
             .filter(|line| {
