@@ -13,9 +13,9 @@
 -- ARGV[5] heartbeat timeout (ms), ARGV[6] the epoch the caller knows ('' if none),
 -- ARGV[7] new epoch (used when the queue's state has to be created),
 -- ARGV[8] operation (join | poll | leave), ARGV[9] member, ARGV[10] token (join: a new one)
--- Returns {outcome, epoch, status, position, expiry, admitted_last_minute, hold_until, token,
--- waiting, active} (the token is the member's existing one when it joins twice; the last two
--- are the room's counts after the step, for the gateway's gauges):
+-- Returns {{outcome, epoch, status, position, expiry, admitted_last_minute, hold_until, token},
+-- {waiting, active}} (the token is the member's existing one when it joins twice; the second
+-- part is the room's counts after the step, for the gateway's gauges):
 -- outcome 'ok', 'unknown' (no such token), 'forbidden' (another member's), 'left',
 -- 'holding' (the state was lost; nobody is admitted until hold_until).
 local now = tonumber(ARGV[1])
@@ -25,11 +25,9 @@ local ttl = tonumber(ARGV[4])
 local heartbeat_timeout = tonumber(ARGV[5])
 local operation, member, token = ARGV[8], ARGV[9], ARGV[10]
 
--- Every answer ends with the room's waiting and active counts.
+-- Every answer comes with the room's waiting and active counts.
 local function reply(answer)
-  table.insert(answer, redis.call('ZCARD', KEYS[2]))
-  table.insert(answer, redis.call('ZCARD', KEYS[3]))
-  return answer
+  return {answer, {redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3])}}
 end
 
 -- The epoch: a queue whose state vanished (Redis restarted empty) while a gateway knew it

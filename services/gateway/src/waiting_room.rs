@@ -74,8 +74,8 @@ pub enum Step {
 /// The step's part of the script's answer.
 type StepAnswer = (String, String, String, u64, i64, u64, i64, String);
 
-/// The raw answer of the script: the step, then the room's waiting and active counts.
-type ScriptAnswer = (String, String, String, u64, i64, u64, i64, String, u64, u64);
+/// The raw answer of the script: the step, and the room's waiting and active counts.
+type ScriptAnswer = (StepAnswer, (u64, u64));
 
 /// The rooms' gauges, by configured pattern, as the last step on this gateway saw them.
 struct RoomGauges {
@@ -194,22 +194,8 @@ impl WaitingRooms {
             .arg(member)
             .arg(&token);
         let mut connection = with_timeout(self.timeout, self.redis.get()).await?;
-        let (
-            outcome,
-            epoch,
-            status,
-            position,
-            expiry,
-            admitted,
-            hold_until,
-            token,
-            waiting,
-            active,
-        ): ScriptAnswer =
+        let (answer, (waiting, active)): ScriptAnswer =
             with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
-        let answer = (
-            outcome, epoch, status, position, expiry, admitted, hold_until, token,
-        );
         self.remember_epoch(queue, answer.1.clone());
         self.gauges
             .set(&settings.pattern, waiting, active, answer.5);
