@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde::Serialize;
-use spillway_core::config::{MirrorSettings, NamespaceSettings};
+use spillway_core::counters::config::{MirrorSettings, NamespaceSettings};
 
 /// A counter's state read from Redis, to be written.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -17,8 +17,9 @@ use async_trait::async_trait;
 use deadpool_redis::{Connection, Pool};
 use sea_orm::DatabaseConnection;
 use spillway_core::{
-    config::{CounterKind, CounterSettings, NamespaceSettings},
+    config::CounterSettings,
     counters,
+    counters::config::{CounterKind, NamespaceSettings},
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
     redis::Keys,
     wire::{CounterEvent, CounterOperation},

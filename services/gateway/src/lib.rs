@@ -23,7 +23,8 @@ use std::{collections::BTreeMap, net::TcpListener, time::Duration};
 
 use actix_web::{App, HttpServer, middleware::from_fn, web};
 use spillway_core::{
-    config::{KafkaSettings, NamespaceSettings, Settings},
+    config::{KafkaSettings, Settings},
+    counters::config::NamespaceSettings,
     db::Db,
     http::{self, OpsState},
     kafka::producer::{Delivered, EventProducer},
@@ -117,7 +118,11 @@ impl Application {
                 ),
                 // No readiness check on S3: without it only direct copies fail; pool hits,
                 // counters and writes go on.
-                S3Copier::new(spillway_core::s3::client(&settings.s3), settings),
+                S3Copier::new(
+                    spillway_core::s3::client(&settings.s3),
+                    &settings.s3.bucket,
+                    &settings.templates,
+                ),
             ),
             metrics: routes::templates::TemplateMetrics::new(&base.metrics),
             warmup_topic: settings.kafka.warmup_requests.name.clone(),

@@ -148,7 +148,7 @@ impl WaitingRooms {
 
     /// The settings of a configured queue.
     pub fn settings(&self, queue: &str) -> Option<&QueueSettings> {
-        if !queues::valid_queue_name(queue) {
+        if !queues::QUEUE_NAME.accepts(queue) {
             return None;
         }
         queues::settings_for(&self.queues, queue)

@@ -36,8 +36,8 @@ impl Application {
         let s3 = base.with_s3().await?;
         let settings = base.settings.clone();
         let metrics = WarmupMetrics::new(&base.metrics);
-        let copier =
-            S3Copier::new(s3, &settings).with_in_flight_gauge(metrics.s3_calls_in_flight.clone());
+        let copier = S3Copier::new(s3, &settings.s3.bucket, &settings.templates)
+            .with_in_flight_gauge(metrics.s3_calls_in_flight.clone());
         let pool = TemplatePool::new(
             redis,
             base.keys.clone(),

@@ -25,8 +25,8 @@ use prometheus::IntGauge;
 use tokio::{sync::Semaphore, time::Instant};
 use uuid::Uuid;
 
+use super::config::TemplatesSettings;
 use super::{CopiedObject, CopyRecord, copy_folder};
-use crate::config::Settings;
 
 /// What a copy source may keep unescaped (`/` separates the bucket and the key's folders).
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
@@ -86,12 +86,11 @@ pub struct S3Copier {
 }
 
 impl S3Copier {
-    /// A copier for the configured bucket, with the `[templates]` bounds.
-    pub fn new(client: Client, settings: &Settings) -> Self {
-        let templates = &settings.templates;
+    /// A copier for `bucket`, with the `[templates]` bounds.
+    pub fn new(client: Client, bucket: &str, templates: &TemplatesSettings) -> Self {
         Self {
             client,
-            bucket: settings.s3.bucket.clone(),
+            bucket: bucket.to_owned(),
             copy_prefix: templates.copy_prefix.clone(),
             in_flight_limit: Arc::new(Semaphore::new(templates.max_s3_in_flight)),
             parallelism: templates.copy_parallelism,

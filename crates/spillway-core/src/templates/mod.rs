@@ -2,6 +2,7 @@
 //! templates, hands out copies, copies directly on a miss) and template-warmup (refills the
 //! pools, sweeps expired, retired and abandoned copies).
 //!
+//! - [`config`]: what the user writes (`[templates]`) and the shape of a template id.
 //! - [`store`]: the database rows: templates, their objects, and every copy's state.
 //! - [`pool`]: the Redis pool of one template, with atomic take, push and remove scripts.
 //! - [`copier`]: server-side S3 copies with a bound on calls in flight, cleaned up on failure.
@@ -14,6 +15,7 @@
 //! marked `expired`, then its objects are deleted (`deleted`). A copy that fails or is
 //! abandoned has its objects deleted before its row says `deleted`.
 
+pub mod config;
 pub mod copier;
 pub mod lifecycle;
 pub mod pool;
@@ -141,11 +143,7 @@ pub enum InvalidTemplate {
 
 /// Checks a template id.
 pub fn validate_id(id: &str) -> Result<(), InvalidTemplate> {
-    let valid = (1..=128).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
+    if config::TEMPLATE_ID.accepts(id) {
         Ok(())
     } else {
         Err(InvalidTemplate::Id)

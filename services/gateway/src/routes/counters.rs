@@ -6,8 +6,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use spillway_core::{
-    config::{CounterKind, NamespaceSettings},
     counters,
+    counters::config::{CounterKind, NamespaceSettings},
     wire::{self, CounterEvent, CounterOperation},
 };
 

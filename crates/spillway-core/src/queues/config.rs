@@ -1,12 +1,22 @@
-//! Waiting-room configuration: queues are configured by name pattern (`concert-*`), each
-//! with a capacity, an admission rate, a session TTL and a heartbeat timeout; the gateway
-//! runs them over Redis (see `lua/queue_admit.lua`).
+//! What the user writes for waiting rooms: queues are configured by name pattern
+//! (`concert-*`, `[queues.<name>]`), each with a capacity, an admission rate, a session TTL
+//! and a heartbeat timeout; and how admissions are signed (`[admission]`).
 
 use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Secret};
+use crate::config::{
+    check::{ConfigError, NameRule, in_range, invalid},
+    secret::Secret,
+};
+
+/// Queue names: they appear in URLs and Redis hash tags.
+pub const QUEUE_NAME: NameRule = NameRule {
+    what: "a queue name",
+    max_len: 128,
+    extra: "._-",
+};
 
 /// One family of queues (`[queues.<name>]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +60,34 @@ impl QueueSettings {
             None => queue == self.pattern,
         }
     }
+
+    /// Checks one `[queues.<name>]` entry.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("queues.{name}.{field}");
+        let stem = self.pattern.strip_suffix('*').unwrap_or(&self.pattern);
+        if !(stem.is_empty() || QUEUE_NAME.accepts(stem)) {
+            return Err(invalid(
+                &key("pattern"),
+                "a queue name, or a prefix of [A-Za-z0-9._-] ending in `*`",
+            ));
+        }
+        in_range(&key("capacity"), u64::from(self.capacity), 1..=10_000_000)?;
+        in_range(
+            &key("admit_per_minute"),
+            u64::from(self.admit_per_minute),
+            1..=10_000_000,
+        )?;
+        in_range(
+            &key("session_ttl_seconds"),
+            self.session_ttl_seconds,
+            1..=7 * 24 * 3_600,
+        )?;
+        in_range(
+            &key("heartbeat_timeout_seconds"),
+            self.heartbeat_timeout_seconds,
+            1..=3_600,
+        )
+    }
 }
 
 /// How admissions are signed (`[admission]`): a short-lived HS256 JWT that the protected
@@ -61,6 +99,12 @@ pub struct AdmissionSettings {
     pub secret: Secret,
     /// Lifetime of one admission token (it never outlives the session).
     pub ttl_seconds: u64,
+}
+
+impl AdmissionSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        in_range("admission.ttl_seconds", self.ttl_seconds, 1..=3_600)
+    }
 }
 
 impl Default for AdmissionSettings {
@@ -81,55 +125,6 @@ pub fn settings_for<'a>(
         .values()
         .filter(|settings| settings.matches(queue))
         .max_by_key(|settings| settings.pattern.len())
-}
-
-/// Whether a queue name is acceptable in a URL and a Redis hash tag.
-pub fn valid_queue_name(queue: &str) -> bool {
-    (1..=128).contains(&queue.len())
-        && queue
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Checks one `[queues.<name>]` entry.
-pub fn validate_queue(name: &str, settings: &QueueSettings) -> Result<(), ConfigError> {
-    let key = |field: &str| format!("queues.{name}.{field}");
-    let stem = settings
-        .pattern
-        .strip_suffix('*')
-        .unwrap_or(&settings.pattern);
-    if !(stem.is_empty() || valid_queue_name(stem)) {
-        return Err(ConfigError::Invalid {
-            key: key("pattern"),
-            reason: "a queue name, or a prefix of [A-Za-z0-9._-] ending in `*`".into(),
-        });
-    }
-    for (field, value, max) in [
-        ("capacity", u64::from(settings.capacity), 10_000_000),
-        (
-            "admit_per_minute",
-            u64::from(settings.admit_per_minute),
-            10_000_000,
-        ),
-        (
-            "session_ttl_seconds",
-            settings.session_ttl_seconds,
-            7 * 24 * 3_600,
-        ),
-        (
-            "heartbeat_timeout_seconds",
-            settings.heartbeat_timeout_seconds,
-            3_600,
-        ),
-    ] {
-        if !(1..=max).contains(&value) {
-            return Err(ConfigError::Invalid {
-                key: key(field),
-                reason: format!("{value} is outside 1..={max}"),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -165,13 +160,9 @@ mod tests {
     fn bad_entries_name_their_key() {
         let mut settings = family("concert-*");
         settings.capacity = 0;
-        let error = validate_queue("concerts", &settings)
-            .unwrap_err()
-            .to_string();
+        let error = settings.validate("concerts").unwrap_err().to_string();
         assert!(error.contains("queues.concerts.capacity"), "{error}");
-        let error = validate_queue("x", &family("a b*"))
-            .unwrap_err()
-            .to_string();
+        let error = family("a b*").validate("x").unwrap_err().to_string();
         assert!(error.contains("queues.x.pattern"), "{error}");
     }
 }

@@ -2,6 +2,8 @@
 //! it): reading values from Redis with the database behind a miss, and loading a counter's
 //! database row back into Redis after Redis lost it.
 
+pub mod config;
+
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_redis::Pool;

@@ -1,0 +1,218 @@
+//! Layered configuration: defaults, then a TOML file (`SPILLWAY_CONFIG`, default
+//! `config/spillway.toml` when it exists), then `SPILLWAY_`-prefixed environment variables
+//! where `__` separates sections (`SPILLWAY_KAFKA__BOOTSTRAP`, `SPILLWAY_JWT_SECRET`).
+//!
+//! Everything is parsed once into typed structs and validated before a service connects to
+//! anything; a bad value stops the service with an error that names the key.
+//!
+//! [`Settings`] only aggregates: the infrastructure and service sections live in
+//! [`sections`], each feature's settings in the feature (`counters::config`,
+//! `sinks::config`, `views::config`, `queues::config`, `templates::config`), and the
+//! checks they share in [`check`], which depends on nothing. Imports go one way:
+//! `config` -> feature -> `config::check`.
+
+pub mod check;
+pub mod secret;
+pub mod sections;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+pub use check::{ConfigError, identifier};
+pub use secret::Secret;
+pub use sections::{
+    BatchWriterSettings, CounterSettings, DatabaseSettings, GatewaySettings, KafkaSettings,
+    LogFormat, LogSettings, RedisSettings, S3Settings, TemplateWarmupSettings, TopicSettings,
+};
+
+use crate::{
+    counters::config::NamespaceSettings,
+    queues::config::{AdmissionSettings, QueueSettings},
+    sinks::config::SinkSettings,
+    templates::config::TemplatesSettings,
+    views::config::ViewSettings,
+};
+
+/// The environment variable naming the TOML file.
+pub const CONFIG_PATH_VAR: &str = "SPILLWAY_CONFIG";
+const DEFAULT_CONFIG_PATH: &str = "config/spillway.toml";
+
+/// All settings of all services; each service reads the sections it needs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    /// HS256 secret for member JWTs (`SPILLWAY_JWT_SECRET`).
+    pub jwt_secret: Secret,
+    pub log: LogSettings,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub database: DatabaseSettings,
+    pub s3: S3Settings,
+    pub gateway: GatewaySettings,
+    pub counter: CounterSettings,
+    pub batch_writer: BatchWriterSettings,
+    pub template_warmup: TemplateWarmupSettings,
+    /// Template pools: where copies go, how long they stay ready, how hard S3 is pushed.
+    pub templates: TemplatesSettings,
+    /// Counter namespaces by name (`[namespaces.video-likes]`).
+    pub namespaces: BTreeMap<String, NamespaceSettings>,
+    /// Write sinks by name (`[sinks.playlists]`).
+    pub sinks: BTreeMap<String, SinkSettings>,
+    /// Waiting rooms by name (`[queues.concerts]`, each with a name `pattern`).
+    pub queues: BTreeMap<String, QueueSettings>,
+    /// How waiting rooms sign admissions.
+    pub admission: AdmissionSettings,
+    /// Cached views by name (`[views.member-playlists]`).
+    pub views: BTreeMap<String, ViewSettings>,
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment and validates it.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from);
+        Self::load_from(path)
+    }
+
+    /// Loads from an explicit file (or none: defaults and environment only).
+    pub fn load_from(path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        // Defaults come from `#[serde(default)]` on each struct (not from serializing
+        // `Settings::default()`, which would mask the default secrets).
+        let mut figment = Figment::new();
+        match path {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::File {
+                    path,
+                    reason: "no such file".into(),
+                });
+            }
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None if PathBuf::from(DEFAULT_CONFIG_PATH).exists() => {
+                figment = figment.merge(Toml::file(DEFAULT_CONFIG_PATH));
+            }
+            None => {}
+        }
+        let env = Env::prefixed("SPILLWAY_")
+            .split("__")
+            .ignore(&["config"])
+            .lowercase(true);
+        let settings: Settings = figment.merge(env).extract().map_err(check::parse_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: each section checks itself, then the rules that cross
+    /// sections.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
+        self.redis.validate()?;
+        self.database.validate()?;
+        self.s3.validate()?;
+        self.gateway.validate()?;
+        self.counter.validate()?;
+        self.batch_writer.validate()?;
+        self.template_warmup.validate()?;
+        self.templates.validate()?;
+        self.admission.validate()?;
+        self.check_produce_timeout()?;
+        for (name, namespace) in &self.namespaces {
+            namespace.validate(name)?;
+        }
+        for (name, sink) in &self.sinks {
+            sink.validate(name)?;
+        }
+        for (name, queue) in &self.queues {
+            queue.validate(name)?;
+        }
+        for (name, view) in &self.views {
+            view.validate(name, &self.sinks, self.gateway.request_deadline_ms)?;
+        }
+        Ok(())
+    }
+
+    /// A Kafka outage must be answered as such before the gateway's request deadline.
+    fn check_produce_timeout(&self) -> Result<(), ConfigError> {
+        if self.kafka.produce_timeout_ms + 250 > self.gateway.request_deadline_ms {
+            return Err(check::invalid(
+                "kafka.produce_timeout_ms",
+                format!(
+                    "{} must stay at least 250 ms below gateway.request_deadline_ms ({}) so a \
+                     Kafka outage is answered as such before the request deadline",
+                    self.kafka.produce_timeout_ms, self.gateway.request_deadline_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as pretty JSON, secrets masked, for the start-up log.
+    pub fn to_masked_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_its_key() {
+        let mut settings = Settings::default();
+        settings.counter.listen = "nowhere".into();
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("counter.listen"), "{error}");
+    }
+
+    #[test]
+    fn a_produce_timeout_reaching_the_request_deadline_is_refused() {
+        let mut settings = Settings::default();
+        settings.kafka.produce_timeout_ms = settings.gateway.request_deadline_ms;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("kafka.produce_timeout_ms"), "{error}");
+    }
+
+    #[test]
+    fn a_file_value_of_the_wrong_type_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[kafka]\nconsumer_batch_size = \"many\"\n").unwrap();
+        let error = Settings::load_from(Some(path)).unwrap_err().to_string();
+        assert!(error.contains("`kafka.consumer_batch_size`"), "{error}");
+    }
+
+    #[test]
+    fn defaults_keep_their_secrets_when_loaded() {
+        let settings = Settings::load_from(None).unwrap();
+        assert_eq!(settings.s3.secret_key.expose(), "spillway-secret");
+        assert!(settings.redis.url.expose().starts_with("redis://"));
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let settings = Settings {
+            jwt_secret: Secret::new("hunter2"),
+            ..Settings::default()
+        };
+        let printed = settings.to_masked_json();
+        assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("spillway-secret"));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_topic_with_no_partitions_names_its_key() {
+        let mut settings = Settings::default();
+        settings.kafka.dlq.partitions = 0;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("`kafka.dlq.partitions`"), "{error}");
+    }
+}

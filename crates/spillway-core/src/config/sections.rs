@@ -1,0 +1,368 @@
+//! The infrastructure and per-service sections of the configuration (`[kafka]`, `[redis]`,
+//! `[database]`, `[s3]`, `[log]`, `[gateway]`, `[counter]`, ...), each with its defaults and
+//! its own checks. Settings that cross sections are checked by [`super::Settings`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    check::{ConfigError, in_range, non_empty, url_scheme},
+    secret::Secret,
+};
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `info,counter=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A topic and the partition count it is created with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TopicSettings {
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl TopicSettings {
+    fn new(name: &str, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+        }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        non_empty(&format!("{key}.name"), &self.name)?;
+        in_range(
+            &format!("{key}.partitions"),
+            self.partitions as u64,
+            1..=1_000,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    pub bootstrap: String,
+    /// How long a produce may wait for `acks=all` before the caller gets a 503.
+    pub produce_timeout_ms: u64,
+    /// Most messages handed to a consumer's handler at once.
+    pub consumer_batch_size: usize,
+    /// Longest a consumer waits to fill a batch.
+    pub consumer_linger_ms: u64,
+    pub counter_events: TopicSettings,
+    pub warmup_requests: TopicSettings,
+    pub dlq: TopicSettings,
+    /// Sink topics are `<writes_prefix><sink>.v1`.
+    pub writes_prefix: String,
+    pub writes_partitions: i32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap: "127.0.0.1:19092".into(),
+            produce_timeout_ms: 1_000,
+            consumer_batch_size: 1_000,
+            consumer_linger_ms: 50,
+            counter_events: TopicSettings::new("spillway.counter-events.v1", 6),
+            warmup_requests: TopicSettings::new("spillway.warmup-requests.v1", 3),
+            dlq: TopicSettings::new("spillway.dlq.v1", 1),
+            writes_prefix: "spillway.writes.".into(),
+            writes_partitions: 3,
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn produce_timeout(&self) -> Duration {
+        Duration::from_millis(self.produce_timeout_ms)
+    }
+    pub fn consumer_linger(&self) -> Duration {
+        Duration::from_millis(self.consumer_linger_ms)
+    }
+    /// The topic a sink's rows travel on.
+    pub fn writes_topic(&self, sink: &str) -> String {
+        format!("{}{sink}.v1", self.writes_prefix)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        non_empty("kafka.bootstrap", &self.bootstrap)?;
+        self.counter_events.validate("kafka.counter_events")?;
+        self.warmup_requests.validate("kafka.warmup_requests")?;
+        self.dlq.validate("kafka.dlq")?;
+        in_range(
+            "kafka.writes_partitions",
+            self.writes_partitions as u64,
+            1..=1_000,
+        )?;
+        in_range(
+            "kafka.produce_timeout_ms",
+            self.produce_timeout_ms,
+            100..=300_000,
+        )?;
+        in_range(
+            "kafka.consumer_batch_size",
+            self.consumer_batch_size as u64,
+            1..=100_000,
+        )?;
+        in_range(
+            "kafka.consumer_linger_ms",
+            self.consumer_linger_ms,
+            0..=60_000,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub pool_size: usize,
+    /// Prepended to every key (outside the hash tag), so tests can share one Redis.
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:16379"),
+            pool_size: 32,
+            key_prefix: String::new(),
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        url_scheme("redis.url", self.url.expose(), &["redis", "rediss"])?;
+        in_range("redis.pool_size", self.pool_size as u64, 1..=10_000)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    /// The PostgreSQL schema spillway's tables live in (tests use one each).
+    pub schema: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://spillway@127.0.0.1:15432/spillway"),
+            schema: "public".into(),
+            max_connections: 16,
+            acquire_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        url_scheme(
+            "database.url",
+            self.url.expose(),
+            &["postgres", "postgresql"],
+        )?;
+        super::check::identifier("database.schema", &self.schema)?;
+        in_range(
+            "database.max_connections",
+            u64::from(self.max_connections),
+            1..=1_000,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub bucket: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:19000".into(),
+            region: "us-east-1".into(),
+            access_key: Secret::new("spillway"),
+            secret_key: Secret::new("spillway-secret"),
+            bucket: "spillway".into(),
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl S3Settings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        url_scheme("s3.endpoint", &self.endpoint, &["http", "https"])?;
+        non_empty("s3.bucket", &self.bucket)
+    }
+}
+
+/// Checks a `listen = "host:port"` value.
+fn listen_address(key: &str, listen: &str) -> Result<(), ConfigError> {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|e| super::check::invalid(key, format!("`{listen}` is not host:port ({e})")))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GatewaySettings {
+    pub listen: String,
+    /// No request is answered later than this.
+    pub request_deadline_ms: u64,
+    /// The deadline of requests that copy S3 objects inside the request (a template copy
+    /// when the pool is empty, a template registration checking its objects).
+    pub copy_deadline_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_deadline_ms: 2_000,
+            copy_deadline_ms: 15_000,
+        }
+    }
+}
+
+impl GatewaySettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        listen_address("gateway.listen", &self.listen)?;
+        in_range(
+            "gateway.request_deadline_ms",
+            self.request_deadline_ms,
+            100..=60_000,
+        )?;
+        in_range(
+            "gateway.copy_deadline_ms",
+            self.copy_deadline_ms,
+            self.request_deadline_ms..=600_000,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CounterSettings {
+    pub listen: String,
+    pub group_id: String,
+    /// Flush to the database once this many counters are dirty ...
+    pub flush_max_entities: usize,
+    /// ... or this long after the last flush, whichever comes first.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for CounterSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            group_id: "spillway-counter".into(),
+            flush_max_entities: 1_000,
+            flush_interval_ms: 1_000,
+        }
+    }
+}
+
+impl CounterSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        consumer_service("counter", &self.listen, &self.group_id)?;
+        in_range(
+            "counter.flush_max_entities",
+            self.flush_max_entities as u64,
+            1..=1_000_000,
+        )?;
+        in_range(
+            "counter.flush_interval_ms",
+            self.flush_interval_ms,
+            10..=600_000,
+        )
+    }
+}
+
+/// Checks a consumer service's own section: its listen address and consumer group.
+fn consumer_service(section: &str, listen: &str, group_id: &str) -> Result<(), ConfigError> {
+    listen_address(&format!("{section}.listen"), listen)?;
+    non_empty(&format!("{section}.group_id"), group_id)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct BatchWriterSettings {
+    pub listen: String,
+    pub group_id: String,
+}
+
+impl Default for BatchWriterSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8082".into(),
+            group_id: "spillway-batch-writer".into(),
+        }
+    }
+}
+
+impl BatchWriterSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        consumer_service("batch_writer", &self.listen, &self.group_id)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TemplateWarmupSettings {
+    pub listen: String,
+    pub group_id: String,
+}
+
+impl Default for TemplateWarmupSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8083".into(),
+            group_id: "spillway-template-warmup".into(),
+        }
+    }
+}
+
+impl TemplateWarmupSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        consumer_service("template_warmup", &self.listen, &self.group_id)
+    }
+}
