@@ -33,7 +33,7 @@ use spillway_core::{
     sinks::SinkSettings,
     templates::{CopyMaker, S3Copier, TemplatePool},
     views::store::ViewStore,
-    wire::{self, CounterEvent},
+    wire::CounterEvent,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -65,18 +65,9 @@ impl AppState {
     /// Publishes a counter event keyed `namespace/entity_id`; returns once Kafka holds it.
     pub async fn publish_counter_event(&self, event: &CounterEvent) -> Result<Delivered, ApiError> {
         let key = format!("{}/{}", event.namespace, event.entity_id);
-        let headers = [
-            (wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE),
-            (wire::REQUEST_ID_HEADER, event.request_id.as_str()),
-        ];
         Ok(self
             .producer
-            .send(
-                &self.counter_topic,
-                key.as_bytes(),
-                &wire::encode(event),
-                &headers,
-            )
+            .publish(&self.counter_topic, key.as_bytes(), event, &[])
             .await?)
     }
 }

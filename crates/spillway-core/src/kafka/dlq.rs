@@ -68,11 +68,10 @@ impl DeadLetterQueue {
             (SOURCE_OFFSET_HEADER, offset.as_str()),
             (REASON_HEADER, reason),
             (SERVICE_HEADER, self.service),
-            (wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE),
         ];
         let key = source.key.unwrap_or_default();
         self.producer
-            .send(&self.topic, key, &wire::encode(&letter), &headers)
+            .publish(&self.topic, key, &letter, &headers)
             .await?;
         Ok(())
     }

@@ -10,6 +10,7 @@ use rdkafka::{
 };
 
 use super::{KafkaError, base_config};
+use crate::wire::{self, WireMessage};
 
 /// Slack beyond the delivery timeout before a send is reported as timed out.
 const OUTER_GUARD: Duration = Duration::from_millis(100);
@@ -42,7 +43,8 @@ impl EventProducer {
         Ok(Self { producer, timeout })
     }
 
-    /// Sends one record and waits until the broker acknowledged it (`acks=all`).
+    /// Sends one record as it is and waits until the broker acknowledged it (`acks=all`).
+    /// spillway's own messages go through [`EventProducer::publish`].
     pub async fn send(
         &self,
         topic: &str,
@@ -71,6 +73,23 @@ impl EventProducer {
             Ok(Err((error, _))) => Err(KafkaError::Client(error)),
             Err(_) => Err(KafkaError::Timeout(self.timeout.as_millis() as u64)),
         }
+    }
+
+    /// Publishes one spillway message (protobuf, with its `content-type` and `request-id`
+    /// headers, then `extra_headers`) and waits until the broker acknowledged it.
+    pub async fn publish<M: WireMessage>(
+        &self,
+        topic: &str,
+        key: &[u8],
+        message: &M,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Delivered, KafkaError> {
+        let mut headers = Vec::with_capacity(2 + extra_headers.len());
+        headers.push((wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE));
+        headers.push((wire::REQUEST_ID_HEADER, message.request_id()));
+        headers.extend_from_slice(extra_headers);
+        self.send(topic, key, &wire::encode(message), &headers)
+            .await
     }
 
     /// Whether the broker answers a metadata request (readiness).

@@ -103,17 +103,8 @@ pub async fn request_refill(
         version: template.version,
         reason: reason.to_owned(),
     };
-    let headers = [
-        (wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE),
-        (wire::REQUEST_ID_HEADER, request_id),
-    ];
     producer
-        .send(
-            topic,
-            template.id.as_bytes(),
-            &wire::encode(&request),
-            &headers,
-        )
+        .publish(topic, template.id.as_bytes(), &request, &[])
         .await?;
     Ok(())
 }

@@ -67,14 +67,10 @@ async fn create(
         operation: WriteOperation::Upsert as i32,
         row: Some(sinks::to_struct(&row)),
     };
-    let headers = [
-        (wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE),
-        (wire::REQUEST_ID_HEADER, request_id.0.as_str()),
-    ];
     let topic = state.writes_topic(&sink_name);
     if let Err(error) = state
         .producer
-        .send(&topic, id.as_bytes(), &wire::encode(&event), &headers)
+        .publish(&topic, id.as_bytes(), &event, &[])
         .await
     {
         clear_marker(&state, &marker).await;
