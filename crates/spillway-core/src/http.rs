@@ -16,7 +16,7 @@ use crate::{metrics::Metrics, readiness::Readiness};
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 /// How long in-flight HTTP requests get to finish once shutdown starts.
-const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize)]

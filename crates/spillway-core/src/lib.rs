@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod queues;
 pub mod readiness;
 pub mod redis;
+#[cfg(feature = "s3")]
 pub mod s3;
 pub mod service;
 pub mod shutdown;

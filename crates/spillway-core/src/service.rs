@@ -19,7 +19,6 @@ use crate::{
     metrics::Metrics,
     readiness::Readiness,
     redis::{self, Keys, RedisError, RedisPool},
-    s3::{self, S3Error},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +29,9 @@ pub enum StartError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[cfg(feature = "s3")]
     #[error(transparent)]
-    S3(#[from] S3Error),
+    S3(#[from] crate::s3::S3Error),
     #[error("binding {address}: {source}")]
     Bind {
         address: String,
@@ -51,11 +51,7 @@ pub struct ServiceBase {
 
 impl ServiceBase {
     /// Logs the configuration, creates the configured topics and the producer.
-    pub async fn start(
-        name: &'static str,
-        settings: Settings,
-        extra_topics: &[(String, i32)],
-    ) -> Result<Self, StartError> {
+    pub async fn start(name: &'static str, settings: Settings) -> Result<Self, StartError> {
         tracing::info!(service = name, configuration = %settings.to_masked_json(), "starting");
         let kafka = &settings.kafka;
         let mut topics = vec![
@@ -72,7 +68,6 @@ impl ServiceBase {
         for sink in settings.sinks.keys() {
             topics.push((kafka.writes_topic(sink), kafka.writes_partitions));
         }
-        topics.extend_from_slice(extra_topics);
         admin::ensure_topics(&kafka.bootstrap, &topics).await?;
         let producer = EventProducer::new(
             &kafka.bootstrap,
@@ -118,7 +113,9 @@ impl ServiceBase {
     }
 
     /// The S3 client with the bucket created, checked by `/readyz`.
+    #[cfg(feature = "s3")]
     pub async fn with_s3(&mut self) -> Result<aws_sdk_s3::Client, StartError> {
+        use crate::s3;
         let client = s3::client(&self.settings.s3);
         s3::ensure_bucket(&client, &self.settings.s3.bucket).await?;
         let (checked, bucket) = (client.clone(), self.settings.s3.bucket.clone());
@@ -246,7 +243,7 @@ impl<H: BatchHandler> ConsumerService<H> {
         // A service with nothing to consume (no sink configured) still serves until stopped.
         shutdown.cancelled().await;
         shutdown.cancel();
-        self.producer.flush(std::time::Duration::from_secs(2));
+        self.producer.flush_at_shutdown();
         ops.await??;
         for outcome in outcomes {
             outcome?;

@@ -9,7 +9,6 @@
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
 use sea_orm::{
     DatabaseConnection, DbErr, RuntimeErr,
@@ -19,8 +18,7 @@ use serde_json::{Map, Value};
 use spillway_core::{
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
     metrics::Metrics,
-    redis::Keys,
-    sinks::{self, SinkSettings},
+    sinks::{self, PendingWrites, SinkSettings},
     views::RETURNED_KEYS_COLUMN,
     wire::{WriteEvent, WriteOperation},
 };
@@ -82,17 +80,12 @@ pub struct SinkHandler {
     insert_sql: String,
     delete_sql: String,
     db: DatabaseConnection,
-    redis: Pool,
-    keys: Keys,
+    pending: PendingWrites,
     metrics: WriterMetrics,
     /// Ids committed but whose markers are not yet cleared (after the offsets are stored).
     committed: Mutex<Vec<String>>,
     /// The cached views this sink's commits refresh, if any.
     views: Option<ViewRefresher>,
-}
-
-fn retry(error: impl std::fmt::Display) -> HandlerError {
-    HandlerError::retry(error.to_string())
 }
 
 /// SQLSTATE of a database error, when the database sent one.
@@ -130,8 +123,7 @@ impl SinkHandler {
         name: &str,
         sink: SinkSettings,
         db: DatabaseConnection,
-        redis: Pool,
-        keys: Keys,
+        pending: PendingWrites,
         metrics: WriterMetrics,
         views: Option<ViewRefresher>,
     ) -> Self {
@@ -146,8 +138,7 @@ impl SinkHandler {
             delete_sql: sink.delete_sql() + &returning,
             sink,
             db,
-            redis,
-            keys,
+            pending,
             metrics,
             committed: Mutex::new(Vec::new()),
             views,
@@ -295,7 +286,10 @@ impl BatchHandler for SinkHandler {
             }
         }
         let started = Instant::now();
-        let (refused, changed) = self.write_bisecting(&changes).await.map_err(retry)?;
+        let (refused, changed) = self
+            .write_bisecting(&changes)
+            .await
+            .map_err(HandlerError::retry)?;
         if let Some(views) = &self.views {
             views.after_commit(&changed);
         }
@@ -333,15 +327,7 @@ impl BatchHandler for SinkHandler {
         if ids.is_empty() {
             return;
         }
-        let Ok(mut connection) = self.redis.get().await else {
-            tracing::warn!(sink = %self.name, "pending markers not cleared: Redis unavailable");
-            return;
-        };
-        let mut pipeline = redis::pipe();
-        for id in &ids {
-            pipeline.del(self.keys.pending_write(&self.name, id));
-        }
-        if let Err(error) = pipeline.query_async::<()>(&mut connection).await {
+        if let Err(error) = self.pending.clear_committed(&self.name, &ids).await {
             tracing::warn!(sink = %self.name, %error, "pending markers not cleared");
         }
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use spillway_core::{
     config::Settings,
     service::{ConsumerService, ServiceBase},
+    sinks::PendingWrites,
     views::store::ViewStore,
 };
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let mut base = ServiceBase::start("batch-writer", settings, &[]).await?;
+        let mut base = ServiceBase::start("batch-writer", settings).await?;
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let settings = base.settings.clone();
@@ -59,8 +60,7 @@ impl Application {
                 name,
                 sink.clone(),
                 db.clone(),
-                redis.clone(),
-                base.keys.clone(),
+                PendingWrites::new(redis.clone(), base.keys.clone(), settings.redis.timeout()),
                 metrics.clone(),
                 views,
             ));

@@ -14,22 +14,19 @@ use std::{
 };
 
 use async_trait::async_trait;
-use deadpool_redis::{Connection, Pool};
-use sea_orm::DatabaseConnection;
 use spillway_core::{
     config::CounterSettings,
-    counters,
-    counters::config::{CounterKind, NamespaceSettings},
+    counters::{
+        ApplyCommand, ApplyStatus, CounterStore, CounterStoreError, Operation,
+        config::{CounterKind, NamespaceSettings},
+        sql,
+        store::CounterToFlush,
+    },
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
-    redis::Keys,
     wire::{CounterEvent, CounterOperation},
 };
 
-use crate::{
-    apply::{self, ApplyCommand, ApplyStatus, Operation},
-    flush::{self, FlushBatch, MemberRow, ValueRow},
-    metrics::CounterMetrics,
-};
+use crate::metrics::CounterMetrics;
 
 /// When to flush: enough dirty counters, or enough time.
 #[derive(Debug, Clone, Copy)]
@@ -127,20 +124,13 @@ impl Dirty {
 
 /// The counter service's [`BatchHandler`].
 pub struct CounterHandler {
-    redis: Pool,
-    db: DatabaseConnection,
-    keys: Keys,
+    store: CounterStore,
     namespaces: BTreeMap<String, NamespaceSettings>,
     flush_rule: FlushRule,
     metrics: CounterMetrics,
-    epoch_key: String,
     /// The epoch this instance applied under; `None` before the first batch.
     epoch: Mutex<Option<String>>,
     dirty: Mutex<Dirty>,
-}
-
-fn retry(error: impl std::fmt::Display) -> HandlerError {
-    HandlerError::retry(error.to_string())
 }
 
 fn unix_seconds(event: &CounterEvent) -> Option<f64> {
@@ -156,18 +146,13 @@ fn now_unix_seconds() -> f64 {
 
 impl CounterHandler {
     pub fn new(
-        redis: Pool,
-        db: DatabaseConnection,
-        keys: Keys,
+        store: CounterStore,
         namespaces: BTreeMap<String, NamespaceSettings>,
         flush_rule: FlushRule,
         metrics: CounterMetrics,
     ) -> Self {
         Self {
-            epoch_key: apply::epoch_key(&keys),
-            redis,
-            db,
-            keys,
+            store,
             namespaces,
             flush_rule,
             metrics,
@@ -210,10 +195,8 @@ impl CounterHandler {
 
     /// Compares Redis's epoch with ours. A changed or vanished epoch means Redis was emptied:
     /// everything not yet flushed is gone from it, so the consumer must rewind.
-    async fn check_epoch(&self, connection: &mut Connection) -> Result<(), HandlerError> {
-        let current = apply::current_epoch(connection, &self.epoch_key)
-            .await
-            .map_err(retry)?;
+    async fn check_epoch(&self) -> Result<(), HandlerError> {
+        let current = self.store.epoch().await.map_err(HandlerError::retry)?;
         let mut epoch = self.epoch.lock().expect("epoch lock");
         match epoch.as_deref() {
             Some(known) if known != current => {
@@ -246,30 +229,22 @@ impl CounterHandler {
                 .namespaces
                 .get(namespace)
                 .is_some_and(|n| n.kind == CounterKind::Distinct);
-            counters::load_into_redis(
-                &self.redis,
-                &self.db,
-                &self.keys,
-                namespace,
-                &entity_ids,
-                distinct,
-            )
-            .await
-            .map_err(retry)?;
+            self.store
+                .load(namespace, &entity_ids, distinct)
+                .await
+                .map_err(HandlerError::retry)?;
             self.metrics.loads.inc_by(entity_ids.len() as u64);
         }
         Ok(())
     }
 
     /// Applies the commands; counters Redis lacks are loaded, then their events applied again.
-    async fn apply(
-        &self,
-        connection: &mut Connection,
-        commands: &[&ApplyCommand],
-    ) -> Result<Vec<ApplyStatus>, HandlerError> {
-        let mut statuses = apply::apply_all(connection, &self.keys, commands)
+    async fn apply(&self, commands: &[&ApplyCommand]) -> Result<Vec<ApplyStatus>, HandlerError> {
+        let mut statuses = self
+            .store
+            .apply(commands)
             .await
-            .map_err(retry)?;
+            .map_err(HandlerError::retry)?;
         let missing: Vec<usize> = (0..statuses.len())
             .filter(|&i| statuses[i] == ApplyStatus::Missing)
             .collect();
@@ -278,14 +253,14 @@ impl CounterHandler {
         }
         let again: Vec<&ApplyCommand> = missing.iter().map(|&i| commands[i]).collect();
         self.load_counters(&again).await?;
-        let retried = apply::apply_all(connection, &self.keys, &again)
+        let retried = self
+            .store
+            .apply(&again)
             .await
-            .map_err(retry)?;
+            .map_err(HandlerError::retry)?;
         for (index, status) in missing.into_iter().zip(retried) {
             if status == ApplyStatus::Missing {
-                return Err(retry(
-                    "a counter vanished from Redis while it was being loaded",
-                ));
+                return Err(HandlerError::retry(CounterStoreError::Vanished));
             }
             statuses[index] = status;
         }
@@ -294,17 +269,12 @@ impl CounterHandler {
 
     /// After an epoch change seen at the end of a batch: forget the counters this batch wrote,
     /// since they may have been loaded into the emptied Redis with part of their events.
-    async fn discard(&self, connection: &mut Connection, commands: &[&ApplyCommand]) {
-        let mut pipeline = redis::pipe();
-        for command in commands {
-            pipeline
-                .del(self.keys.counter(&command.namespace, &command.entity_id))
-                .del(
-                    self.keys
-                        .counter_members(&command.namespace, &command.entity_id),
-                );
-        }
-        if let Err(error) = pipeline.query_async::<()>(connection).await {
+    async fn discard(&self, commands: &[&ApplyCommand]) {
+        let counters: Vec<(&str, &str)> = commands
+            .iter()
+            .map(|command| (command.namespace.as_str(), command.entity_id.as_str()))
+            .collect();
+        if let Err(error) = self.store.discard(&counters).await {
             tracing::warn!(%error, "discarding counters after an epoch change failed");
         }
     }
@@ -337,65 +307,6 @@ impl CounterHandler {
         }
         self.metrics.dirty_entities.set(dirty.entity_count() as i64);
     }
-
-    /// Reads the current state of the dirty counters from Redis.
-    async fn read_flush_batch(
-        &self,
-        connection: &mut Connection,
-        counters: &BTreeMap<EntityKey, (BTreeSet<String>, Option<f64>)>,
-    ) -> redis::RedisResult<FlushBatch> {
-        let mut pipeline = redis::pipe();
-        for ((namespace, entity_id), (members, _)) in counters {
-            pipeline.hgetall(self.keys.counter(namespace, entity_id));
-            for member in members {
-                pipeline.sismember(self.keys.counter_members(namespace, entity_id), member);
-            }
-        }
-        let mut replies = pipeline
-            .query_async::<Vec<redis::Value>>(connection)
-            .await?
-            .into_iter();
-        let mut batch = FlushBatch::default();
-        for ((namespace, entity_id), (members, _)) in counters {
-            let fields: HashMap<String, i64> =
-                redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))?;
-            let memberships: Vec<bool> = members
-                .iter()
-                .map(|_| redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil)))
-                .collect::<Result<_, _>>()?;
-            if fields.is_empty() {
-                continue; // Not in Redis (emptied): the rewind rebuilds it.
-            }
-            batch.values.push(value_row(namespace, entity_id, &fields));
-            for (member, is_member) in members.iter().zip(memberships) {
-                let row = MemberRow {
-                    namespace: namespace.clone(),
-                    entity_id: entity_id.clone(),
-                    member: member.clone(),
-                };
-                if is_member {
-                    batch.members_in.push(row);
-                } else {
-                    batch.members_out.push(row);
-                }
-            }
-        }
-        Ok(batch)
-    }
-}
-
-fn value_row(namespace: &str, entity_id: &str, fields: &HashMap<String, i64>) -> ValueRow {
-    let applied_offsets = fields
-        .iter()
-        .filter_map(|(field, offset)| Some((field.strip_prefix("o:")?.to_owned(), *offset)))
-        .collect();
-    ValueRow {
-        namespace: namespace.to_owned(),
-        entity_id: entity_id.to_owned(),
-        value: fields.get("v").copied().unwrap_or(0),
-        version: fields.get("ver").copied().unwrap_or(0),
-        applied_offsets,
-    }
 }
 
 #[async_trait]
@@ -418,12 +329,11 @@ impl BatchHandler for CounterHandler {
                 Err(reason) => rejections.push(Rejection { index, reason }),
             }
         }
-        let mut connection = self.redis.get().await.map_err(retry)?;
-        self.check_epoch(&mut connection).await?;
+        self.check_epoch().await?;
         let commands: Vec<&ApplyCommand> = commands.iter().collect();
-        let statuses = self.apply(&mut connection, &commands).await?;
-        if let Err(rewind) = self.check_epoch(&mut connection).await {
-            self.discard(&mut connection, &commands).await;
+        let statuses = self.apply(&commands).await?;
+        if let Err(rewind) = self.check_epoch().await {
+            self.discard(&commands).await;
             return Err(rewind);
         }
         self.mark_dirty(&accepted, &commands, &statuses);
@@ -463,17 +373,24 @@ impl BatchHandler for CounterHandler {
 impl CounterHandler {
     async fn flush_snapshot(&self, snapshot: &Dirty) -> Result<(), HandlerError> {
         let started = Instant::now();
-        let mut connection = self.redis.get().await.map_err(retry)?;
-        self.check_epoch(&mut connection).await?;
+        self.check_epoch().await?;
         let counters = snapshot.counters();
+        let to_flush: Vec<CounterToFlush<'_>> = counters
+            .iter()
+            .map(|((namespace, entity_id), (members, _))| CounterToFlush {
+                namespace,
+                entity_id,
+                members,
+            })
+            .collect();
         let batch = self
-            .read_flush_batch(&mut connection, &counters)
+            .store
+            .read_for_flush(&to_flush)
             .await
-            .map_err(retry)?;
-        drop(connection);
-        flush::write(&self.db, &self.namespaces, &batch)
+            .map_err(HandlerError::retry)?;
+        sql::write_flush(self.store.database(), &self.namespaces, &batch)
             .await
-            .map_err(retry)?;
+            .map_err(HandlerError::retry)?;
         let now = now_unix_seconds();
         if let Some(oldest) = counters
             .values()
@@ -523,15 +440,5 @@ mod tests {
         dirty.merge(snapshot);
         assert_eq!(dirty.counters().len(), 2);
         assert!(dirty.counters()[&key("a")].0.contains("m1"));
-    }
-
-    #[test]
-    fn value_rows_carry_the_applied_offsets() {
-        let fields: HashMap<String, i64> = [("v".into(), 3), ("ver".into(), 7), ("o:2".into(), 41)]
-            .into_iter()
-            .collect();
-        let row = value_row("ns", "e", &fields);
-        assert_eq!((row.value, row.version), (3, 7));
-        assert_eq!(row.applied_offsets.get("2"), Some(&41));
     }
 }

@@ -4,13 +4,12 @@
 //! A request meets the modules in this order:
 //! - [`handler`]: the consumer's batch handler; checks that Redis still holds what it wrote
 //!   (the epoch), applies each event with one Lua script, loads counters Redis lost from the
-//!   database, and marks what changed as dirty.
-//! - [`apply`]: the Redis side: the apply pipeline and the epoch.
-//! - [`flush`]: the write-behind: dirty counters and members to PostgreSQL in one transaction,
-//!   after which the consumer stores the offsets.
+//!   database, marks what changed as dirty, and flushes the dirty counters to PostgreSQL in
+//!   one transaction, after which the consumer stores the offsets.
+//!
+//! The Redis and SQL of counters live in `spillway_core::counters` (the store shared with
+//! the gateway).
 
-pub mod apply;
-pub mod flush;
 pub mod handler;
 mod metrics;
 
@@ -18,6 +17,7 @@ use std::sync::Arc;
 
 use spillway_core::{
     config::Settings,
+    counters::{self, CounterStore},
     service::{ConsumerService, ServiceBase},
 };
 use tokio_util::sync::CancellationToken;
@@ -31,15 +31,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let mut base = ServiceBase::start("counter", settings, &[]).await?;
+        let mut base = ServiceBase::start("counter", settings).await?;
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let settings = &base.settings;
-        flush::check_mirrors(&db, &settings.namespaces).await?;
+        counters::sql::check_mirrors(&db, &settings.namespaces).await?;
+        let store = CounterStore::new(redis, db, base.keys.clone(), settings.redis.timeout());
         let handler = Arc::new(CounterHandler::new(
-            redis,
-            db,
-            base.keys.clone(),
+            store,
             settings.namespaces.clone(),
             handler::FlushRule::from_settings(&settings.counter),
             metrics::CounterMetrics::new(&base.metrics),

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use spillway_core::{
-    counters::CounterStateError,
+    counters::{CounterStoreError, sql::CounterSqlError},
     http::Problem,
     kafka::KafkaError,
     redis::RedisError,
@@ -23,6 +23,19 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{detail}")]
     InvalidField { field: String, detail: String },
+    #[error("the body is over {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the body is not valid JSON for this call: {0}")]
+    BadJson(String),
+    #[error("bad query string: {0}")]
+    BadQuery(String),
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("no answer within the {deadline_ms} ms request deadline")]
+    DeadlineExceeded {
+        deadline_ms: u64,
+        request_id: String,
+    },
     #[error("kafka is unavailable: {0}")]
     Kafka(#[from] KafkaError),
     #[error("redis is unavailable: {0}")]
@@ -61,24 +74,14 @@ impl From<CopyError> for ApiError {
     }
 }
 
-impl From<CounterStateError> for ApiError {
-    fn from(error: CounterStateError) -> Self {
+impl From<CounterStoreError> for ApiError {
+    fn from(error: CounterStoreError) -> Self {
         match error {
-            CounterStateError::Redis(error) => Self::Redis(error),
-            CounterStateError::Database(error) => Self::Database(error),
+            CounterStoreError::Redis(error) => Self::Redis(error),
+            CounterStoreError::Sql(CounterSqlError::Database(error)) => Self::Database(error),
+            // Only the counter service's apply meets these; answered as a database fault.
+            other => Self::Database(sea_orm::DbErr::Custom(other.to_string())),
         }
-    }
-}
-
-impl From<redis::RedisError> for ApiError {
-    fn from(error: redis::RedisError) -> Self {
-        Self::Redis(RedisError::Command(error))
-    }
-}
-
-impl From<deadpool_redis::PoolError> for ApiError {
-    fn from(error: deadpool_redis::PoolError) -> Self {
-        Self::Redis(RedisError::Pool(error))
     }
 }
 
@@ -94,6 +97,17 @@ impl ApiError {
             Self::InvalidField { field, .. } => {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-field", detail)
                     .with("field", field.as_str())
+            }
+            Self::BodyTooLarge { .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", detail)
+            }
+            Self::BadJson(_) => Problem::new(StatusCode::BAD_REQUEST, "bad-json", detail),
+            Self::BadQuery(_) => Problem::new(StatusCode::BAD_REQUEST, "bad-query", detail),
+            Self::NoRoute { .. } => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
+            Self::DeadlineExceeded { request_id, .. } => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "deadline-exceeded", detail)
+                    .with_retry_after(1)
+                    .with("request_id", request_id.as_str())
             }
             Self::Kafka(_) => Problem::unavailable("kafka", detail),
             Self::Redis(_) => Problem::unavailable("redis", detail),

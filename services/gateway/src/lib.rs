@@ -7,7 +7,6 @@
 //! - [`auth`]: the member from the bearer JWT.
 //! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`, `/v1/templates`,
 //!   `/v1/queues`, `/v1/views`), checking input with [`validate`].
-//! - [`waiting_room`]: the waiting rooms' Redis step behind `/v1/queues`.
 //! - [`views`]: cached views behind `/v1/views`: Redis, one reload per key on a miss.
 //! - [`error`]: every failure becomes problem+json in one place.
 
@@ -17,20 +16,19 @@ pub mod middleware;
 pub mod routes;
 pub mod validate;
 pub mod views;
-pub mod waiting_room;
 
 use std::{collections::BTreeMap, net::TcpListener, time::Duration};
 
 use actix_web::{App, HttpServer, middleware::from_fn, web};
 use spillway_core::{
     config::{KafkaSettings, Settings},
-    counters::config::NamespaceSettings,
+    counters::{CounterStore, config::NamespaceSettings},
     db::Db,
     http::{self, OpsState},
     kafka::producer::{Delivered, EventProducer},
-    redis::{Keys, RedisPool},
+    queues::WaitingRooms,
     service::{self, ServiceBase},
-    sinks::SinkSettings,
+    sinks::{PendingWrites, SinkSettings},
     templates::{CopyMaker, S3Copier, TemplatePool},
     views::store::ViewStore,
     wire::CounterEvent,
@@ -42,16 +40,15 @@ use crate::{error::ApiError, middleware::RequestObserver};
 /// What the handlers share.
 pub struct AppState {
     pub namespaces: BTreeMap<String, NamespaceSettings>,
-    pub redis: RedisPool,
-    pub redis_timeout: Duration,
     pub db: Db,
     pub producer: EventProducer,
-    pub keys: Keys,
+    pub counters: CounterStore,
+    pub pending: PendingWrites,
     pub counter_topic: String,
     pub sinks: BTreeMap<String, SinkSettings>,
     pub kafka: KafkaSettings,
     pub templates: routes::templates::TemplateState,
-    pub waiting_rooms: waiting_room::WaitingRooms,
+    pub waiting_rooms: WaitingRooms,
     pub admission: routes::queues::AdmissionSigner,
     pub views: views::ViewReader,
 }
@@ -95,18 +92,14 @@ impl Application {
         if settings.jwt_secret.expose().is_empty() {
             anyhow::bail!("configuration key `jwt_secret` (SPILLWAY_JWT_SECRET): must be set");
         }
-        let mut base = ServiceBase::start("gateway", settings, &[]).await?;
+        let mut base = ServiceBase::start("gateway", settings).await?;
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let settings = &base.settings;
         let templates = routes::templates::TemplateState {
             maker: CopyMaker::new(
                 db.clone(),
-                TemplatePool::new(
-                    redis.clone(),
-                    base.keys.clone(),
-                    Duration::from_millis(settings.redis.timeout_ms),
-                ),
+                TemplatePool::new(redis.clone(), base.keys.clone(), settings.redis.timeout()),
                 // No readiness check on S3: without it only direct copies fail; pool hits,
                 // counters and writes go on.
                 S3Copier::new(
@@ -122,23 +115,27 @@ impl Application {
             redis.clone(),
             db.clone(),
             base.keys.clone(),
-            Duration::from_millis(settings.redis.timeout_ms),
+            settings.redis.timeout(),
         );
         let state = AppState {
             namespaces: settings.namespaces.clone(),
-            redis: redis.clone(),
-            redis_timeout: Duration::from_millis(settings.redis.timeout_ms),
-            db,
+            db: db.clone(),
             producer: base.producer.clone(),
-            keys: base.keys.clone(),
+            pending: PendingWrites::new(redis.clone(), base.keys.clone(), settings.redis.timeout()),
+            counters: CounterStore::new(
+                redis.clone(),
+                db.clone(),
+                base.keys.clone(),
+                settings.redis.timeout(),
+            ),
             counter_topic: settings.kafka.counter_events.name.clone(),
             sinks: settings.sinks.clone(),
             kafka: settings.kafka.clone(),
             templates,
-            waiting_rooms: waiting_room::WaitingRooms::new(
+            waiting_rooms: WaitingRooms::new(
                 redis.clone(),
                 base.keys.clone(),
-                Duration::from_millis(settings.redis.timeout_ms),
+                settings.redis.timeout(),
                 settings.queues.clone(),
                 &base.metrics,
             ),
@@ -183,11 +180,11 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()
-        .shutdown_timeout(5)
+        .shutdown_timeout(http::HTTP_DRAIN_TIMEOUT.as_secs())
         .listen(self.listener)?
         .run();
         http::run_until_cancelled(server, shutdown).await?;
-        self.producer.flush(Duration::from_secs(2));
+        self.producer.flush_at_shutdown();
         Ok(())
     }
 }

@@ -8,15 +8,14 @@ use actix_web::{
     Error, HttpMessage,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::{
-        StatusCode,
-        header::{HeaderName, HeaderValue},
-    },
+    http::header::{HeaderName, HeaderValue},
     middleware::Next,
     web,
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
-use spillway_core::{http::Problem, metrics::Metrics};
+use spillway_core::metrics::Metrics;
+
+use crate::error::ApiError;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -115,17 +114,11 @@ pub async fn observe(
                 .requests
                 .with_label_values(&[&route, &method, "503"])
                 .inc();
-            let problem = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "deadline-exceeded",
-                format!(
-                    "no answer within the {} ms request deadline",
-                    deadline.as_millis()
-                ),
-            )
-            .with_retry_after(1)
-            .with("request_id", id);
-            return Err(problem.into());
+            return Err(ApiError::DeadlineExceeded {
+                deadline_ms: deadline.as_millis() as u64,
+                request_id: id,
+            }
+            .into());
         }
     };
     if let Ok(value) = HeaderValue::from_str(&id) {

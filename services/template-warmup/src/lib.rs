@@ -30,7 +30,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let mut base = ServiceBase::start("template-warmup", settings, &[]).await?;
+        let mut base = ServiceBase::start("template-warmup", settings).await?;
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let s3 = base.with_s3().await?;

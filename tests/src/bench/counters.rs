@@ -233,16 +233,19 @@ async fn seed_big_count(config: &TestConfig, database: &DatabaseConnection) -> a
         .await?;
     database.execute_unprepared("ANALYZE naive_likes").await?;
     let settings = config.settings();
-    let pool = spillway_core::redis::pool(&settings.redis)?;
-    let keys = spillway_core::redis::Keys::new(settings.redis.key_prefix.clone());
+    let store = spillway_core::counters::CounterStore::new(
+        spillway_core::redis::pool(&settings.redis)?,
+        database.clone(),
+        spillway_core::redis::Keys::new(settings.redis.key_prefix.clone()),
+        settings.redis.timeout(),
+    );
     database
         .execute_unprepared(&format!(
             "INSERT INTO counter_values (namespace, entity_id, value, version) VALUES ('video-likes', 'big', {BIG_COUNT}, 1)"
         ))
         .await?;
     let big = ["big".to_owned()];
-    spillway_core::counters::load_into_redis(&pool, database, &keys, "video-likes", &big, false)
-        .await?;
+    store.load("video-likes", &big, false).await?;
     Ok(())
 }
 
@@ -333,12 +336,12 @@ async fn watch(
                 .iter()
                 .map(|(entity, _)| entity.clone())
                 .collect();
-            let rows = spillway_core::counters::load_rows(&database, "video-likes", &ids)
+            let rows = spillway_core::counters::sql::load_values(&database, "video-likes", &ids)
                 .await
                 .unwrap_or_default();
             let now = Instant::now();
             waiting_db.retain(|(entity, acked_at)| {
-                if rows.get(entity).is_some_and(|row| row.value == 1) {
+                if rows.get(entity) == Some(&1) {
                     db_lag.record(now.saturating_duration_since(*acked_at));
                     false
                 } else {

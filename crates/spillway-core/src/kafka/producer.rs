@@ -12,6 +12,8 @@ use rdkafka::{
 use super::{KafkaError, base_config};
 use crate::wire::{self, WireMessage};
 
+/// How long a stopping service waits for its queued records to be delivered.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack beyond the delivery timeout before a send is reported as timed out.
 const OUTER_GUARD: Duration = Duration::from_millis(100);
 
@@ -106,9 +108,10 @@ impl EventProducer {
         .map_err(|error| error.to_string())?
     }
 
-    /// Waits for queued records to be delivered (shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.producer.flush(Timeout::After(timeout)) {
+    /// Waits (a bounded time) for queued records to be delivered: the last step of every
+    /// service's stop.
+    pub fn flush_at_shutdown(&self) {
+        if let Err(error) = self.producer.flush(Timeout::After(SHUTDOWN_FLUSH_TIMEOUT)) {
             tracing::warn!(%error, "producer flush at shutdown did not finish");
         }
     }

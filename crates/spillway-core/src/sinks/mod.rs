@@ -5,14 +5,18 @@
 //! - [`row`]: a row checked against its sink (the gateway refuses a bad row before anything
 //!   is published; the batch-writer checks rows from any producer) and its wire form.
 //! - [`sql`]: the bulk SQL the batch-writer runs and the read of one stored row.
+//! - [`pending`]: [`PendingWrites`], the Redis markers of writes acknowledged but not yet
+//!   committed.
 //!
 //! Identifiers come from the validated configuration, values are always bound.
 
 pub mod config;
+pub mod pending;
 pub mod row;
 pub mod sql;
 
 pub use config::{ColumnSettings, ColumnType, ConflictRule, SinkSettings, WIRE_INTEGER_LIMIT};
+pub use pending::PendingWrites;
 pub use row::{RowError, from_struct, to_struct};
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The SQL a sink runs, built from its validated configuration: identifiers are quoted
 //! from the checked names, values are always bound.
 
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use serde_json::{Map, Value};
 
 use super::config::{ColumnType, ConflictRule, SinkSettings};
@@ -101,6 +102,21 @@ impl SinkSettings {
             self.table, self.primary_key
         )
     }
+}
+
+/// The stored row of `id` in a sink's table, as JSON, if there is one.
+pub async fn read_committed(
+    db: &impl ConnectionTrait,
+    sink: &SinkSettings,
+    id: &str,
+) -> Result<Option<Value>, DbErr> {
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, sink.select_sql(), [id.into()]);
+    let Some(found) = db.query_one_raw(statement).await? else {
+        return Ok(None);
+    };
+    let text: String = found.try_get("", "row")?;
+    Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 /// A value as the text its column's type reads: strings as they are, `jsonb` as JSON

@@ -5,8 +5,8 @@
 //! - [`config`]: what the user writes (`[templates]`) and the shape of a template id.
 //! - [`store`]: the database rows: templates, their objects, and every copy's state.
 //! - [`pool`]: the Redis pool of one template, with atomic take, push and remove scripts.
-//! - [`copier`]: server-side S3 copies with a bound on calls in flight, cleaned up on failure.
-//! - [`lifecycle`]: one copy from its first S3 call to its hand-out or deletion.
+//! - [`copier`] (feature `s3`): server-side S3 copies with a bound on calls in flight, cleaned up on failure.
+//! - [`lifecycle`] (feature `s3`): one copy from its first S3 call to its hand-out or deletion.
 //!
 //! A copy's life: a `copying` row is written before its first S3 call, so no object is ever
 //! untracked; when every object is copied it becomes `ready` and is pushed into the pool (or
@@ -16,7 +16,9 @@
 //! abandoned has its objects deleted before its row says `deleted`.
 
 pub mod config;
+#[cfg(feature = "s3")]
 pub mod copier;
+#[cfg(feature = "s3")]
 pub mod lifecycle;
 pub mod pool;
 pub mod store;
@@ -29,7 +31,9 @@ use crate::{
     wire::{self, WarmupRequest},
 };
 
+#[cfg(feature = "s3")]
 pub use copier::{CopyError, S3Copier};
+#[cfg(feature = "s3")]
 pub use lifecycle::{CopyMaker, LifecycleError, Pooled};
 pub use pool::TemplatePool;
 pub use store::{CopyOrigin, CopyState, Template};

@@ -3,13 +3,23 @@
 //! record) and the ids handed out whose database row may still say ready (a set). Taking,
 //! pushing and removing are Lua scripts, so a copy goes to exactly one caller.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use deadpool_redis::Pool;
 use uuid::Uuid;
 
 use super::CopyRecord;
-use crate::redis::{Keys, RedisError, scripts, with_timeout};
+use crate::redis::{Keys, RedisError, with_timeout};
+
+/// Hands one ready template copy to exactly one caller.
+static POOL_TAKE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/pool_take.lua")));
+/// Puts a finished copy into its pool unless it is there or was handed out.
+static POOL_PUSH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/pool_push.lua")));
+/// Takes copies out of a pool before they are deleted.
+static POOL_REMOVE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/pool_remove.lua")));
 
 /// The pools of all templates of one deployment.
 #[derive(Clone)]
@@ -54,7 +64,7 @@ impl TemplatePool {
     /// Hands out the oldest ready copy, or `None` when the pool is empty.
     pub async fn take(&self, template_id: &str) -> Result<Option<CopyRecord>, RedisError> {
         let mut connection = self.connection().await?;
-        let mut invocation = scripts::POOL_TAKE.prepare_invoke();
+        let mut invocation = POOL_TAKE.prepare_invoke();
         for key in self.keys_of(template_id) {
             invocation.key(key);
         }
@@ -75,7 +85,7 @@ impl TemplatePool {
     pub async fn push(&self, record: &CopyRecord) -> Result<bool, RedisError> {
         let mut connection = self.connection().await?;
         let json = serde_json::to_string(record).expect("a copy record serializes");
-        let mut invocation = scripts::POOL_PUSH.prepare_invoke();
+        let mut invocation = POOL_PUSH.prepare_invoke();
         for key in self.keys_of(&record.template_id) {
             invocation.key(key);
         }
@@ -92,7 +102,7 @@ impl TemplatePool {
         }
         let mut connection = self.connection().await?;
         let [list, records, _] = self.keys_of(template_id);
-        let mut invocation = scripts::POOL_REMOVE.prepare_invoke();
+        let mut invocation = POOL_REMOVE.prepare_invoke();
         invocation.key(list).key(records);
         for id in ids {
             invocation.arg(id.to_string());

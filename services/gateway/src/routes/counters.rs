@@ -6,7 +6,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use spillway_core::{
-    counters,
     counters::config::{CounterKind, NamespaceSettings},
     wire::{self, CounterEvent, CounterOperation},
 };
@@ -22,7 +21,7 @@ use crate::{
 /// Ids one multi-read may ask for.
 const MAX_IDS: usize = 1_000;
 /// How long a used Idempotency-Key is remembered.
-const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
+const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 const DELTA_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -69,31 +68,17 @@ fn require_kind(
     }
 }
 
-/// A counter's value and whether `member` is counted, Redis first, the database on a miss.
+/// A counter's value and whether `member` is counted.
 async fn value_and_membership(
     state: &AppState,
     namespace: &str,
     entity_id: &str,
     member: Option<&str>,
 ) -> Result<(i64, bool), ApiError> {
-    let counter_key = state.keys.counter(namespace, entity_id);
-    let members_key = state.keys.counter_members(namespace, entity_id);
-    let mut connection = state.redis.get().await?;
-    let mut pipeline = redis::pipe();
-    pipeline.hget(&counter_key, "v");
-    pipeline.sismember(&members_key, member.unwrap_or(""));
-    let (value, is_member): (Option<i64>, bool) = spillway_core::redis::with_timeout(
-        state.redis_timeout,
-        pipeline.query_async(&mut connection),
-    )
-    .await?;
-    if let Some(value) = value {
-        return Ok((value, is_member));
-    }
-    let (value, is_member) =
-        counters::value_and_membership_in_db(&state.db, namespace, entity_id, member.unwrap_or(""))
-            .await?;
-    Ok((value, is_member))
+    Ok(state
+        .counters
+        .value_and_membership(namespace, entity_id, member)
+        .await?)
 }
 
 fn event(
@@ -194,16 +179,16 @@ async fn increment(
         Some(value) => {
             let key = value.to_str().unwrap_or("");
             validate::idempotency_key(key)?;
-            Some(format!(
-                "{}:idem:{key}",
-                state.keys.counter(&namespace_name, &entity_id)
-            ))
+            Some(key)
         }
         None => None,
     };
     let (value, _) = value_and_membership(&state, &namespace_name, &entity_id, None).await?;
-    if let Some(key) = &idempotency_key
-        && !claim_idempotency_key(&state, key).await?
+    if let Some(key) = idempotency_key
+        && !state
+            .counters
+            .claim_idempotency_key(&namespace_name, &entity_id, key, IDEMPOTENCY_TTL)
+            .await?
     {
         return Ok(HttpResponse::Accepted().json(json!({"value": value, "replayed": true})));
     }
@@ -215,41 +200,17 @@ async fn increment(
     );
     counter_event.delta = body.delta;
     if let Err(error) = state.publish_counter_event(&counter_event).await {
-        if let Some(key) = &idempotency_key {
-            release_idempotency_key(&state, key).await;
+        if let Some(key) = idempotency_key
+            && let Err(release) = state
+                .counters
+                .release_idempotency_key(&namespace_name, &entity_id, key)
+                .await
+        {
+            tracing::warn!(error = %release, "releasing an idempotency key failed");
         }
         return Err(error);
     }
     Ok(HttpResponse::Accepted().json(json!({"value": value + body.delta})))
-}
-
-/// Claims a key for this request; false when an earlier request with it was accepted.
-async fn claim_idempotency_key(state: &AppState, key: &str) -> Result<bool, ApiError> {
-    let mut connection = state.redis.get().await?;
-    let claimed: Option<String> = spillway_core::redis::with_timeout(
-        state.redis_timeout,
-        redis::cmd("SET")
-            .arg(key)
-            .arg("accepted")
-            .arg("NX")
-            .arg("EX")
-            .arg(IDEMPOTENCY_TTL_SECONDS)
-            .query_async(&mut connection),
-    )
-    .await?;
-    Ok(claimed.is_some())
-}
-
-/// Frees a key whose request was not accepted (Kafka refused it), so a retry counts.
-async fn release_idempotency_key(state: &AppState, key: &str) {
-    if let Ok(mut connection) = state.redis.get().await
-        && let Err(error) = redis::cmd("DEL")
-            .arg(key)
-            .query_async::<i64>(&mut connection)
-            .await
-    {
-        tracing::warn!(%error, "releasing an idempotency key failed");
-    }
 }
 
 async fn get_one(
@@ -304,7 +265,6 @@ async fn get_many(
     for id in &ids {
         validate::entity_id(id)?;
     }
-    let values =
-        counters::read_values(&state.redis, &state.db, &state.keys, &namespace_name, &ids).await?;
+    let values = state.counters.read_values(&namespace_name, &ids).await?;
     Ok(HttpResponse::Ok().json(json!({"values": values})))
 }

@@ -9,10 +9,10 @@ pub mod writes;
 use actix_web::{
     HttpRequest, HttpResponse,
     error::{JsonPayloadError, QueryPayloadError},
-    http::StatusCode,
     web,
 };
-use spillway_core::http::Problem;
+
+use crate::error::ApiError;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -36,38 +36,25 @@ fn json_config() -> web::JsonConfig {
 }
 
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let problem = match &error {
+    match &error {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!("the body is over {MAX_BODY_BYTES} bytes"),
-            )
+            ApiError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
         }
-        _ => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-json",
-            format!("the body is not valid JSON for this call: {error}"),
-        ),
-    };
-    problem.into()
-}
-
-fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "bad-query",
-        format!("bad query string: {error}"),
-    )
+        _ => ApiError::BadJson(error.to_string()),
+    }
     .into()
 }
 
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadQuery(error.to_string()).into()
+}
+
 /// Any path that is not a route.
-pub async fn not_found(request: HttpRequest) -> HttpResponse {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("no route for {} {}", request.method(), request.path()),
-    )
-    .to_response()
+pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute {
+        method: request.method().to_string(),
+        path: request.path().to_owned(),
+    })
 }

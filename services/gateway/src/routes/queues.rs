@@ -6,14 +6,12 @@ use actix_web::{HttpResponse, web};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::json;
-use spillway_core::queues::QueueSettings;
-
-use crate::{
-    AppState,
-    auth::Member,
-    error::ApiError,
-    waiting_room::{self, Operation, Standing, Step},
+use spillway_core::queues::{
+    Operation, QueueSettings, Standing, Step,
+    store::{self},
 };
+
+use crate::{AppState, auth::Member, error::ApiError};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -124,7 +122,7 @@ fn describe(
         Standing::Waiting { position } => (
             "waiting",
             *position,
-            waiting_room::eta_seconds(*position, admitted_last_minute),
+            store::eta_seconds(*position, admitted_last_minute),
         ),
         Standing::Active { .. } => ("active", 0, Some(0)),
     };
@@ -133,7 +131,7 @@ fn describe(
         "status": status,
         "position": position,
         "eta_seconds": eta,
-        "poll_after_seconds": waiting_room::poll_after_seconds(standing, eta, settings, now),
+        "poll_after_seconds": store::poll_after_seconds(standing, eta, settings, now),
     });
     if let Standing::Active { expires_at_ms } = standing {
         body["admission"] = state

@@ -3,7 +3,7 @@
 //! it. The batch-writer stores it in bulk and clears the marker after the commit.
 
 use actix_web::{HttpResponse, http::header, web};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use spillway_core::{
     sinks::{self, SinkSettings},
     wire::{self, WriteEvent, WriteOperation},
@@ -56,8 +56,7 @@ async fn create(
     let id = sink
         .row_id(&row)
         .ok_or_else(|| ApiError::BadRequest("the row has no primary key".into()))?;
-    let marker = state.keys.pending_write(&sink_name, &id);
-    set_marker(&state, &marker, &row).await?;
+    state.pending.mark(&sink_name, &id, &row).await?;
     let event = WriteEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         accepted_at: Some(wire::now()),
@@ -73,42 +72,14 @@ async fn create(
         .publish(&topic, id.as_bytes(), &event, &[])
         .await
     {
-        clear_marker(&state, &marker).await;
+        if let Err(clear) = state.pending.clear(&sink_name, &id).await {
+            tracing::warn!(error = %clear, "clearing the marker of a refused write failed");
+        }
         return Err(error.into());
     }
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/writes/{sink_name}/{id}")))
         .json(json!({"id": id, "status": "pending"})))
-}
-
-async fn set_marker(
-    state: &AppState,
-    marker: &str,
-    row: &Map<String, Value>,
-) -> Result<(), ApiError> {
-    let mut connection = state.redis.get().await?;
-    let text = serde_json::to_string(row).unwrap_or_default();
-    spillway_core::redis::with_timeout(
-        state.redis_timeout,
-        redis::cmd("SET")
-            .arg(marker)
-            .arg(text)
-            .query_async::<()>(&mut connection),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Removes the marker of a write Kafka did not take (the caller gets a 503 and may retry).
-async fn clear_marker(state: &AppState, marker: &str) {
-    if let Ok(mut connection) = state.redis.get().await
-        && let Err(error) = redis::cmd("DEL")
-            .arg(marker)
-            .query_async::<i64>(&mut connection)
-            .await
-    {
-        tracing::warn!(%error, "clearing the marker of a refused write failed");
-    }
 }
 
 async fn read(
@@ -118,31 +89,13 @@ async fn read(
     let (sink_name, id) = path.into_inner();
     let sink = sink(&state, &sink_name)?;
     sink.parse_id(&id).map_err(invalid)?;
-    let mut connection = state.redis.get().await?;
-    let pending: Option<String> = spillway_core::redis::with_timeout(
-        state.redis_timeout,
-        redis::cmd("GET")
-            .arg(state.keys.pending_write(&sink_name, &id))
-            .query_async(&mut connection),
-    )
-    .await?;
-    drop(connection);
-    if let Some(text) = pending {
-        let row: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if let Some(row) = state.pending.read(&sink_name, &id).await? {
         return Ok(HttpResponse::Ok().json(json!({"id": id, "status": "pending", "row": row})));
     }
-    use sea_orm::ConnectionTrait;
-    let statement = sea_orm::Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        sink.select_sql(),
-        [id.as_str().into()],
-    );
-    let Some(found) = state.db.query_one_raw(statement).await? else {
+    let Some(row) = sinks::sql::read_committed(&state.db, sink, &id).await? else {
         return Err(ApiError::NotFound(format!(
             "no write `{id}` in sink `{sink_name}`"
         )));
     };
-    let text: String = found.try_get("", "row")?;
-    let row: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     Ok(HttpResponse::Ok().json(json!({"id": id, "status": "committed", "row": row})))
 }

@@ -1,4 +1,4 @@
-//! Waiting rooms over Redis: every join, poll and leave runs one Lua step
+//! The waiting rooms' store over Redis: every join, poll and leave runs one Lua step
 //! (`lua/queue_admit.lua`) that expires sessions and silent waiters, applies the call, admits
 //! from the head of the line up to the capacity and the rate, and describes the caller's
 //! token. Any number of gateways share a queue; no ticker and no lock are needed.
@@ -12,17 +12,21 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
+    sync::{LazyLock, Mutex},
     time::Duration,
 };
 
+use super::config::{QUEUE_NAME, QueueSettings, settings_for};
+use crate::{
+    metrics::Metrics,
+    redis::{Keys, RedisError, with_timeout},
+};
 use deadpool_redis::Pool;
 use prometheus::{IntGaugeVec, Opts};
-use spillway_core::{
-    metrics::Metrics,
-    queues::{self, QueueSettings},
-    redis::{Keys, RedisError, scripts, with_timeout},
-};
+
+/// One step of a waiting room: expire, apply the caller's operation, admit, describe.
+static QUEUE_ADMIT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/queue_admit.lua")));
 
 /// What a step is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,10 +152,10 @@ impl WaitingRooms {
 
     /// The settings of a configured queue.
     pub fn settings(&self, queue: &str) -> Option<&QueueSettings> {
-        if !queues::QUEUE_NAME.accepts(queue) {
+        if !QUEUE_NAME.accepts(queue) {
             return None;
         }
-        queues::settings_for(&self.queues, queue)
+        settings_for(&self.queues, queue)
     }
 
     fn known_epoch(&self, queue: &str) -> String {
@@ -178,7 +182,7 @@ impl WaitingRooms {
             None => uuid::Uuid::new_v4().simple().to_string(),
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let mut invocation = scripts::QUEUE_ADMIT.prepare_invoke();
+        let mut invocation = QUEUE_ADMIT.prepare_invoke();
         for part in ["meta", "w", "a", "hb", "own", "tok", "adm"] {
             invocation.key(self.keys.queue(queue, part));
         }
