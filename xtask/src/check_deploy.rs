@@ -4,14 +4,15 @@
 //! - Without `--live` ([`static_checks`]): helm lint and helm template (default and
 //!   production values) with the manifests validated offline against the Kubernetes API
 //!   schemas (kubernetes-validate), values the schema forbids refused; promtool check and
-//!   test of the alert rules; the Compose file through the Compose specification's loader;
-//!   the Dockerfile through hadolint; the dashboards' files.
+//!   test of the alert rules; the Compose file through the Compose specification's loader
+//!   and its healthchecks ([`compose`]); the Dockerfile through hadolint; the dashboards' files.
 //! - With `--live` ([`live`]): the local stack and the services as `cargo xtask up` starts
 //!   them, a real Prometheus scraping them under a short load, and every dashboard and
 //!   alert query run against it.
 //!
 //! The tools are installed on first use into the cache ([`tools`]).
 
+mod compose;
 mod http;
 mod live;
 mod load;

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
-use super::{report::Report, tools::Tools};
+use super::{compose, report::Report, tools::Tools};
 use crate::{paths::Paths, process};
 
 /// The Kubernetes versions the rendered manifests are validated against: the oldest the
@@ -94,7 +94,9 @@ pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
     report.check("every alert has a unit test and a runbook", || {
         alerts_covered(&cx)
     });
-    report.check("docker-compose.yml (compose-go loader)", || compose(&cx));
+    report.check("docker-compose.yml (compose-go loader)", || {
+        compose::check(&cx)
+    });
     report.check(
         "deploy/compose/prometheus.yml (promtool check config)",
         || {
@@ -379,17 +381,6 @@ fn alerts_covered(cx: &CheckContext) -> Result<String> {
         "{} alerts, each tested and with a runbook",
         alerts.len()
     ))
-}
-
-fn compose(cx: &CheckContext) -> Result<String> {
-    let output = process::run(
-        Command::new(&cx.tools.compose_check)
-            .arg("docker-compose.yml")
-            .current_dir(&cx.repo)
-            // Interpolation uses the file's defaults, not whatever this shell has set.
-            .env_remove("SPILLWAY_JWT_SECRET"),
-    )?;
-    Ok(last_line(&output))
 }
 
 /// The JSON files are what generate.py writes, and each dashboard has a Prometheus

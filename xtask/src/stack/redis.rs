@@ -19,7 +19,7 @@ pub const PORT: u16 = 16379;
 /// A limit far above what the stack holds: without one the eviction policy never applies, and
 /// only a runaway should reach it.
 const MAX_MEMORY: &str = "2gb";
-const MAX_MEMORY_POLICY: &str = "volatile-ttl";
+pub const MAX_MEMORY_POLICY: &str = "volatile-ttl";
 
 pub struct Redis;
 
