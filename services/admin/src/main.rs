@@ -1,8 +1,8 @@
 //! `spillway-admin`: the operator commands shipped in the image beside the four services.
 //!
-//! - [`migrate`]: applies spillway's database migrations once, with credentials that may
-//!   change the schema; the Helm chart runs it as a pre-install/pre-upgrade Job so that the
-//!   services themselves need only DML rights.
+//! - [`migrate`]: applies spillway's database migrations and creates the tables of owned
+//!   sinks, with credentials that may change the schema; the Helm chart runs it as a
+//!   pre-install/pre-upgrade Job so that the services themselves need only DML rights.
 //! - [`healthcheck`]: exits 0 when an ops endpoint answers 2xx; the Compose file's
 //!   healthchecks use it because the image has no curl or wget.
 //!
@@ -25,8 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply spillway's database migrations to `database.schema` (the configuration is loaded
-    /// like the services load it: SPILLWAY_CONFIG, then SPILLWAY_* variables).
+    /// Apply spillway's database migrations to `database.schema` and create the tables of owned
+    /// sinks (the configuration is loaded like the services load it: SPILLWAY_CONFIG, then
+    /// SPILLWAY_* variables).
     Migrate,
     /// Exit 0 when URL answers 2xx, 1 otherwise (for container healthchecks).
     Healthcheck(healthcheck::Args),
