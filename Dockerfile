@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# spillway's four services in one image; the command picks the service:
+# spillway's four services and the operator command in one image; the command picks which:
 #   docker build -t spillway .
 #   docker run spillway gateway        (or counter, batch-writer, template-warmup)
-# docker-compose.yml builds it; the Helm chart runs it with command /usr/local/bin/<service>.
+#   docker run spillway spillway-admin migrate      (database migrations; also `healthcheck`)
+# docker-compose.yml builds it; the Helm chart runs it with command /usr/local/bin/<binary>.
 
 ARG RUST_VERSION=1.95.0
 ARG DEBIAN_RELEASE=bookworm
@@ -23,10 +24,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p gateway -p counter -p batch-writer -p template-warmup \
+        -p gateway -p counter -p batch-writer -p template-warmup -p spillway-admin \
     && mkdir -p /out \
     && cp target/release/gateway target/release/counter target/release/batch-writer \
-        target/release/template-warmup /out/
+        target/release/template-warmup target/release/spillway-admin /out/
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # hadolint ignore=DL3008

@@ -1,17 +1,22 @@
 //! `cargo xtask check-deploy [--live]`: the deployment artefacts checked by the tools that
 //! consume them.
 //!
-//! - Without `--live` ([`static_checks`]): helm lint and helm template (default and
-//!   production values) with the manifests validated offline against the Kubernetes API
-//!   schemas (kubernetes-validate), values the schema forbids refused; promtool check and
-//!   test of the alert rules; the Compose file through the Compose specification's loader;
-//!   the Dockerfile through hadolint; the dashboards' files.
+//! - Without `--live` ([`static_checks`]): helm lint and helm template (default values with
+//!   the required secrets, production values, every option on) with the manifests validated
+//!   offline against the Kubernetes API schemas (kubernetes-validate) and against each other
+//!   ([`chart`]: the migration hook Job, the HPA, Ingress, NetworkPolicies, spread
+//!   constraints); missing secrets, the sample secret and other unsafe or forbidden values
+//!   refused; promtool check and test of the alert rules; the Compose file through the Compose
+//!   specification's loader and its healthchecks ([`compose`]); the Dockerfile through
+//!   hadolint; the dashboards' files.
 //! - With `--live` ([`live`]): the local stack and the services as `cargo xtask up` starts
 //!   them, a real Prometheus scraping them under a short load, and every dashboard and
 //!   alert query run against it.
 //!
 //! The tools are installed on first use into the cache ([`tools`]).
 
+mod chart;
+mod compose;
 mod http;
 mod live;
 mod load;

@@ -4,6 +4,7 @@
 //!   stops again, by pid.
 //! - `stack up|down|stop <component>|status`: only the infrastructure ([`stack`]).
 //! - `env`: the client environment as shell exports.
+//! - `token --sub <member>`: a member JWT the local stack's gateway accepts ([`token`]).
 //! - `test [args]`: start what is not running, build, run every test, stop what it started.
 //! - `bench <name>`: a benchmark against the running stack (`spillway-bench`).
 //! - `check-deploy [--live]`: the Helm chart, alerts, dashboards, Compose file and Dockerfile
@@ -16,6 +17,7 @@ mod paths;
 mod process;
 mod services;
 mod stack;
+mod token;
 
 use std::process::{Command, ExitCode};
 
@@ -27,6 +29,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   up                       install and start the stack and the services, run the demo
   down                     stop the services and the stack (what `up` started)
   env                      print the client environment as shell exports
+  token --sub <member> [--scope \"<scopes>\"] [--ttl 1h]
+                           print a member JWT signed with the stack's secret
   test [cargo test args]   start what is missing, run every test, stop what it started
   bench <name> [args]      run a benchmark against the stack (stack, counters,
                            batch-writer, templates, reads, views, queues)
@@ -58,6 +62,13 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         ["env"] => {
             env::print_exports(&paths);
+            Ok(ExitCode::SUCCESS)
+        }
+        ["token", rest @ ..] => {
+            println!(
+                "{}",
+                token::TokenRequest::parse(rest)?.sign(&token::secret())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         ["test", rest @ ..] => test(&paths, rest),

@@ -2,11 +2,13 @@
 // (github.com/compose-spec/compose-go, the library behind `docker compose config`): the file
 // is validated against the Compose JSON schema, interpolated, normalised and checked for
 // consistency (unknown services in depends_on, undefined volumes and networks, ...). It
-// prints the services it found and exits non-zero on any error.
+// prints the services it found (with -json: the loaded project, as `docker compose config
+// --format json` would) and exits non-zero on any error.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -15,17 +17,19 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: compose-check <docker-compose.yml>")
+	asJSON := flag.Bool("json", false, "print the loaded project as JSON")
+	flag.Parse()
+	if flag.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: compose-check [-json] <docker-compose.yml>")
 		os.Exit(2)
 	}
-	if err := check(os.Args[1]); err != nil {
+	if err := check(flag.Arg(0), *asJSON); err != nil {
 		fmt.Fprintf(os.Stderr, "compose-check: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func check(path string) error {
+func check(path string, asJSON bool) error {
 	options, err := cli.NewProjectOptions(
 		[]string{path},
 		cli.WithName("spillway"),
@@ -39,6 +43,14 @@ func check(path string) error {
 	project, err := options.LoadProject(context.Background())
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		json, err := project.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(json))
+		return nil
 	}
 	names := project.ServiceNames()
 	sort.Strings(names)

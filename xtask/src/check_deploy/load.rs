@@ -13,11 +13,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::Serialize;
 
 use super::http;
-use crate::{env, paths::Paths, stack::kafka};
+use crate::{env, paths::Paths, stack::kafka, token::TokenRequest};
 
 const GATEWAY: u16 = 8080;
 const ROUNDS: usize = 8;
@@ -29,23 +27,9 @@ const SINK_TOPIC: &str = "spillway.writes.playlists.v1";
 /// are not served yet.
 const DEMO_TEMPLATE_COPIES: &str = "/v1/templates/welcome-kit/copies";
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    exp: i64,
-}
-
 /// A member token signed with the local stack's development secret.
 fn token(member: &str) -> Result<String> {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64
-        + 3600;
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &Claims { sub: member, exp },
-        &EncodingKey::from_secret(env::DEV_JWT_SECRET.as_bytes()),
-    )?)
+    TokenRequest::parse(&["--sub", member])?.sign(env::DEV_JWT_SECRET)
 }
 
 /// Answers counted by status.

@@ -1,6 +1,6 @@
 //! The checks that need no running stack: the Helm chart (lint, render, Kubernetes schemas,
-//! values schema), the alert rules (promtool), the Compose file, the Dockerfile and the
-//! dashboards' files.
+//! values schema, the values it must refuse, [`chart`]'s checks of what it renders), the alert
+//! rules (promtool), the Compose file ([`compose`]), the Dockerfile and the dashboards' files.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
-use super::{report::Report, tools::Tools};
+use super::{chart, compose, report::Report, tools::Tools};
 use crate::{paths::Paths, process};
 
 /// The Kubernetes versions the rendered manifests are validated against: the oldest the
@@ -21,11 +21,14 @@ const CHART: &str = "deploy/helm/spillway";
 const ALERTS: &str = "deploy/prometheus/spillway-alerts.yaml";
 const ALERT_TESTS: &str = "deploy/prometheus/spillway-alerts.test.yaml";
 
-/// What the checks share: the tools, the repository and a scratch directory.
+/// What the checks share: the tools, the repository, a scratch directory, and the values a
+/// trial installation must set.
 pub struct CheckContext<'a> {
     pub tools: &'a Tools,
     pub repo: PathBuf,
     pub scratch: PathBuf,
+    /// `--set` arguments for every value the chart has no default for (see [`trial_values`]).
+    pub trial: Vec<String>,
 }
 
 impl CheckContext<'_> {
@@ -33,15 +36,34 @@ impl CheckContext<'_> {
         self.repo.join(CHART)
     }
 
+    fn helm_template(&self) -> Command {
+        let mut command = Command::new(&self.tools.helm);
+        command
+            .args(["template", "spillway"])
+            .arg(self.chart())
+            .args(["--kube-version", KUBERNETES_VERSIONS[1]]);
+        command
+    }
+
     /// `helm template` of the chart with extra arguments; the rendered YAML.
     fn render(&self, args: &[&str]) -> Result<String> {
-        process::run(
-            Command::new(&self.tools.helm)
-                .args(["template", "spillway"])
-                .arg(self.chart())
-                .args(["--kube-version", KUBERNETES_VERSIONS[1]])
-                .args(args),
-        )
+        process::run(self.helm_template().args(args))
+    }
+
+    /// [`CheckContext::render`] with the trial values first.
+    fn render_trial(&self, args: &[&str]) -> Result<String> {
+        process::run(self.helm_template().args(&self.trial).args(args))
+    }
+
+    /// `helm template` that must fail; its error output.
+    fn render_error(&self, args: &[&str]) -> Result<String> {
+        let output = self.helm_template().args(args).output()?;
+        ensure!(
+            !output.status.success(),
+            "helm template accepted {}",
+            args.join(" ")
+        );
+        Ok(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 
     /// Every YAML document of `yaml` as JSON (PyYAML, from the tools' virtual environment).
@@ -62,6 +84,25 @@ impl CheckContext<'_> {
     }
 }
 
+/// The options the default values leave off, all on (with trial values), so that their
+/// manifests are rendered and validated too.
+const EVERY_OPTION: [&str; 14] = [
+    "services.gateway.autoscaling.enabled=true",
+    "ingress.enabled=true",
+    "ingress.className=nginx",
+    "ingress.tls[0].secretName=spillway-tls",
+    "ingress.tls[0].hosts[0]=spillway.example.com",
+    "networkPolicy.enabled=true",
+    "networkPolicy.gatewayFromNamespaces[0]=ingress-nginx",
+    "config.queues.concerts.pattern=concert-*",
+    "config.queues.concerts.capacity=100",
+    "config.queues.concerts.admit_per_minute=60",
+    "services.counter.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+    "services.counter.topologySpreadConstraints[0].maxSkew=1",
+    "services.counter.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+    "services.counter.databaseMaxConnections=2",
+];
+
 pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
     let scratch = paths.state.join("check-deploy");
     std::fs::create_dir_all(&scratch)?;
@@ -69,20 +110,45 @@ pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
         tools,
         repo: paths.repo.clone(),
         scratch,
+        trial: trial_values()?,
     };
-    report.check("helm lint (default values)", || helm_lint(&cx, &[]));
+    let trial: Vec<&str> = cx.trial.iter().map(String::as_str).collect();
+    report.check(
+        "helm lint (default values and the required secrets)",
+        || helm_lint(&cx, &trial),
+    );
     report.check("helm lint (values-production.yaml)", || {
         helm_lint(&cx, &["-f", "values-production.yaml"])
     });
-    for (name, values) in [
-        ("default", None),
-        ("production", Some("values-production.yaml")),
+    let production = cx.chart().join("values-production.yaml");
+    let production = production.to_str().context("chart path is UTF-8")?;
+    let mut every_option = trial.clone();
+    every_option.extend(every_option_args());
+    for (name, args, expected) in [
+        (
+            "default values and the required secrets",
+            trial.clone(),
+            DEFAULT_KINDS.as_slice(),
+        ),
+        (
+            "values-production.yaml",
+            vec!["-f", production],
+            PRODUCTION_KINDS.as_slice(),
+        ),
+        (
+            "every option on",
+            every_option,
+            EVERY_OPTION_KINDS.as_slice(),
+        ),
     ] {
         report.check(
-            &format!("helm template ({name} values), kubernetes-validate"),
-            || rendered_manifests(&cx, name, values),
+            &format!("helm template ({name}), kubernetes-validate"),
+            || rendered_manifests(&cx, name, &args, expected),
         );
     }
+    report.check("helm template refuses missing and unsafe values", || {
+        chart_refusals(&cx)
+    });
     report.check("values.schema.json rejects forbidden values", || {
         schema_rejects(&cx)
     });
@@ -94,7 +160,9 @@ pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
     report.check("every alert has a unit test and a runbook", || {
         alerts_covered(&cx)
     });
-    report.check("docker-compose.yml (compose-go loader)", || compose(&cx));
+    report.check("docker-compose.yml (compose-go loader)", || {
+        compose::check(&cx)
+    });
     report.check(
         "deploy/compose/prometheus.yml (promtool check config)",
         || {
@@ -129,16 +197,87 @@ fn helm_lint(cx: &CheckContext, args: &[&str]) -> Result<String> {
     Ok(output.lines().last().unwrap_or("linted").trim().to_owned())
 }
 
+/// The kinds (and how many at least) each rendering must hold.
+const DEFAULT_KINDS: [(&str, usize); 7] = [
+    ("Deployment", 4),
+    ("PodDisruptionBudget", 4),
+    ("Service", 4),
+    ("ConfigMap", 2),
+    ("Secret", 2),
+    ("Job", 1),
+    ("ServiceAccount", 1),
+];
+const PRODUCTION_KINDS: [(&str, usize); 7] = [
+    ("Deployment", 4),
+    ("PodDisruptionBudget", 4),
+    ("Job", 1),
+    ("HorizontalPodAutoscaler", 1),
+    ("Ingress", 1),
+    ("NetworkPolicy", 4),
+    ("ServiceMonitor", 1),
+];
+const EVERY_OPTION_KINDS: [(&str, usize); 6] = [
+    ("Deployment", 4),
+    ("Job", 1),
+    ("Secret", 2),
+    ("HorizontalPodAutoscaler", 1),
+    ("Ingress", 1),
+    ("NetworkPolicy", 4),
+];
+
+/// Values for a trial installation, made up for this run: a random JWT and admission secret,
+/// distinct database roles for the services and the migration Job, S3 keys.
+fn trial_values() -> Result<Vec<String>> {
+    let values = [
+        ("secrets.jwtSecret", random_secret()?),
+        (
+            "secrets.databaseUrl",
+            "postgres://spillway_app:app@db:5432/spillway".into(),
+        ),
+        ("secrets.s3AccessKey", "check-deploy".into()),
+        ("secrets.s3SecretKey", random_secret()?),
+        (
+            "migrations.databaseUrl",
+            "postgres://spillway_owner:owner@db:5432/spillway".into(),
+        ),
+    ];
+    Ok(values
+        .into_iter()
+        .flat_map(|(key, value)| ["--set".to_owned(), format!("{key}={value}")])
+        .collect())
+}
+
+/// [`EVERY_OPTION`] as `--set` arguments, with an admission secret (the queues need one).
+fn every_option_args() -> Vec<&'static str> {
+    EVERY_OPTION
+        .iter()
+        .flat_map(|value| ["--set", value])
+        .chain(["--set", ADMISSION_SECRET_FOR_CHECK])
+        .collect()
+}
+
+/// A fixed admission secret for the "every option on" rendering; 40 characters, used nowhere.
+const ADMISSION_SECRET_FOR_CHECK: &str =
+    "secrets.admissionSecret=check-deploy-admission-0123456789abcdef";
+
+/// 48 hexadecimal characters from the kernel's random source.
+fn random_secret() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 /// Renders the chart, validates every manifest against the Kubernetes schemas and checks
-/// what a spillway installation needs (probes, resources, the configuration's TOML).
-fn rendered_manifests(cx: &CheckContext, name: &str, values: Option<&str>) -> Result<String> {
-    let values_path = values.map(|file| cx.chart().join(file));
-    let mut args = Vec::new();
-    if let Some(path) = &values_path {
-        args.extend(["-f", path.to_str().context("values path is UTF-8")?]);
-    }
-    let yaml = cx.render(&args)?;
-    let file = cx.scratch.join(format!("{name}.yaml"));
+/// what a spillway installation needs ([`chart::check`], the configuration's TOML).
+fn rendered_manifests(
+    cx: &CheckContext,
+    name: &str,
+    args: &[&str],
+    expected: &[(&str, usize)],
+) -> Result<String> {
+    let yaml = cx.render(args)?;
+    let file = cx.scratch.join(format!("{}.yaml", name.replace(' ', "-")));
     std::fs::write(&file, &yaml)?;
     for version in KUBERNETES_VERSIONS {
         process::run(
@@ -150,23 +289,15 @@ fn rendered_manifests(cx: &CheckContext, name: &str, values: Option<&str>) -> Re
     }
     let documents = cx.documents(&yaml)?;
     let kinds = count_kinds(&documents);
-    for (kind, least) in [
-        ("Deployment", 4),
-        ("PodDisruptionBudget", 4),
-        ("Service", 1),
-        ("ConfigMap", 1),
-    ] {
+    for (kind, least) in expected {
         ensure!(
-            kinds.get(kind).copied().unwrap_or(0) >= least,
+            kinds.get(*kind).copied().unwrap_or(0) >= *least,
             "expected at least {least} {kind}"
         );
     }
-    for document in &documents {
-        match document["kind"].as_str() {
-            Some("Deployment") => check_deployment(document)?,
-            Some("ConfigMap") => check_config(document)?,
-            _ => {}
-        }
+    chart::check(&documents)?;
+    for config_map in documents.iter().filter(|d| d["kind"] == "ConfigMap") {
+        check_config(config_map)?;
     }
     let unchecked: Vec<&str> = ["ServiceMonitor", "PrometheusRule"]
         .into_iter()
@@ -199,32 +330,91 @@ fn count_kinds(documents: &[Value]) -> BTreeMap<String, usize> {
     kinds
 }
 
-/// Probes on /healthz and /readyz, requests and limits, a grace period for draining.
-fn check_deployment(deployment: &Value) -> Result<()> {
-    let name = deployment["metadata"]["name"].as_str().unwrap_or("?");
-    let pod = &deployment["spec"]["template"]["spec"];
-    let container = &pod["containers"][0];
-    let path = |probe: &str| container[probe]["httpGet"]["path"].as_str();
-    ensure!(
-        path("livenessProbe") == Some("/healthz"),
-        "{name}: liveness is not /healthz"
-    );
-    ensure!(
-        path("readinessProbe") == Some("/readyz"),
-        "{name}: readiness is not /readyz"
-    );
-    for bound in ["requests", "limits"] {
+/// Values the chart must refuse, each with (part of) the message that says what to set.
+fn chart_refusals(cx: &CheckContext) -> Result<String> {
+    let trial: Vec<&str> = cx.trial.iter().map(String::as_str).collect();
+    let with_trial = |extra: &[&'static str]| {
+        let mut args = trial.clone();
+        args.extend(extra.iter().flat_map(|value| ["--set", value]));
+        args
+    };
+    let queues = [
+        "config.queues.c.pattern=c-*",
+        "config.queues.c.capacity=1",
+        "config.queues.c.admit_per_minute=1",
+    ];
+    let jwt_secret = trial
+        .iter()
+        .find_map(|arg| arg.strip_prefix("secrets.jwtSecret="))
+        .context("the trial values have a JWT secret")?;
+    let same_admission = format!("secrets.admissionSecret={jwt_secret}");
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("no values at all", vec![], "secrets.jwtSecret is required"),
+        (
+            "the sample JWT secret",
+            with_trial(&["secrets.jwtSecret=dev-secret-change-me"]),
+            "at '/secrets/jwtSecret': 'not' failed",
+        ),
+        (
+            "a short JWT secret",
+            with_trial(&["secrets.jwtSecret=too-short"]),
+            "at '/secrets/jwtSecret'",
+        ),
+        (
+            "waiting rooms without an admission secret",
+            with_trial(&queues),
+            "secrets.admissionSecret is required",
+        ),
+        (
+            "the JWT secret as admission secret",
+            {
+                let mut args = with_trial(&queues);
+                args.extend(["--set", same_admission.as_str()]);
+                args
+            },
+            "secrets.admissionSecret must differ from secrets.jwtSecret",
+        ),
+        (
+            "no migration credentials",
+            with_trial(&["migrations.databaseUrl="]),
+            "migrations.databaseUrl (or migrations.existingSecret",
+        ),
+        (
+            "the services' role for the migrations",
+            with_trial(&["migrations.databaseUrl=postgres://spillway_app:app@db:5432/spillway"]),
+            "migrations.databaseUrl must differ from secrets.databaseUrl",
+        ),
+        (
+            "one existing Secret for both",
+            with_trial(&[
+                "secrets.existingSecret=spillway",
+                "migrations.existingSecret=spillway",
+            ]),
+            "migrations.existingSecret must not be secrets.existingSecret",
+        ),
+        (
+            "an HPA whose maximum is below its minimum",
+            with_trial(&[
+                "services.gateway.autoscaling.enabled=true",
+                "services.gateway.autoscaling.minReplicas=4",
+                "services.gateway.autoscaling.maxReplicas=2",
+            ]),
+            "maxReplicas (2) is below minReplicas (4)",
+        ),
+        (
+            "more database connections than the server takes",
+            with_trial(&["config.database.max_connections=40"]),
+            "database connections",
+        ),
+    ];
+    for (what, args, expected) in &cases {
+        let error = cx.render_error(args).with_context(|| what.to_string())?;
         ensure!(
-            container["resources"][bound]["memory"].is_string(),
-            "{name}: no memory {bound}"
+            error.contains(expected),
+            "{what}: refused, but without `{expected}`: {error}"
         );
     }
-    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(0);
-    ensure!(
-        grace >= 10,
-        "{name}: terminationGracePeriodSeconds {grace} < 10"
-    );
-    Ok(())
+    Ok(format!("{} unsafe values refused, each named", cases.len()))
 }
 
 /// The rendered spillway.toml is TOML, with integers (not floats) and the pods' listen
@@ -277,9 +467,25 @@ fn schema_rejects(cx: &CheckContext) -> Result<String> {
             "config.kafka.counter_events.partitions=0",
             "/config/kafka/counter_events/partitions",
         ),
+        (
+            "services.gateway.autoscaling.targetCPUUtilizationPercentage=0",
+            "/services/gateway/autoscaling/targetCPUUtilizationPercentage",
+        ),
+        (
+            "topologySpreadConstraints[0].whenUnsatisfiable=Sometimes",
+            "/topologySpreadConstraints/0/whenUnsatisfiable",
+        ),
+        (
+            "networkPolicy.monitoringNamespace=Not_A_Namespace",
+            "/networkPolicy/monitoringNamespace",
+        ),
+        (
+            "ingress.hosts[0].paths[0].pathType=Anything",
+            "/ingress/hosts/0/paths/0/pathType",
+        ),
     ];
     for (value, pointer) in forbidden {
-        match cx.render(&["--set", value]) {
+        match cx.render_trial(&["--set", value]) {
             Ok(_) => bail!("helm template accepted --set {value}"),
             Err(error) => {
                 let message = format!("{error:#}");
@@ -302,7 +508,7 @@ fn prometheus_rule(cx: &CheckContext) -> Result<String> {
         copy == std::fs::read(cx.repo.join(ALERTS))?,
         "{CHART}/files/spillway-alerts.yaml differs from {ALERTS}: copy it again"
     );
-    let yaml = cx.render(&[
+    let yaml = cx.render_trial(&[
         "--set",
         "prometheusRule.enabled=true",
         "--show-only",
@@ -379,17 +585,6 @@ fn alerts_covered(cx: &CheckContext) -> Result<String> {
         "{} alerts, each tested and with a runbook",
         alerts.len()
     ))
-}
-
-fn compose(cx: &CheckContext) -> Result<String> {
-    let output = process::run(
-        Command::new(&cx.tools.compose_check)
-            .arg("docker-compose.yml")
-            .current_dir(&cx.repo)
-            // Interpolation uses the file's defaults, not whatever this shell has set.
-            .env_remove("SPILLWAY_JWT_SECRET"),
-    )?;
-    Ok(last_line(&output))
 }
 
 /// The JSON files are what generate.py writes, and each dashboard has a Prometheus

@@ -1,5 +1,7 @@
 //! Redis from Debian's `redis-server` package, as our own process on port 16379 with its data
-//! in `.stack/redis` (append-only file on: acknowledged counters survive a restart).
+//! in `.stack/redis` (append-only file on: acknowledged counters survive a restart), with the
+//! memory policy docs/operations.md recommends ("Redis settings"): once full, only keys with a
+//! TTL (cached views) are evicted, never counters, pending writes, pools or rooms.
 
 use std::{
     io::{Read, Write},
@@ -14,6 +16,10 @@ use super::Component;
 use crate::{paths::Paths, process};
 
 pub const PORT: u16 = 16379;
+/// A limit far above what the stack holds: without one the eviction policy never applies, and
+/// only a runaway should reach it.
+const MAX_MEMORY: &str = "2gb";
+pub const MAX_MEMORY_POLICY: &str = "volatile-ttl";
 
 pub struct Redis;
 
@@ -59,8 +65,14 @@ impl Component for Redis {
                     "127.0.0.1",
                     "--appendonly",
                     "yes",
+                    "--appendfsync",
+                    "everysec",
                     "--save",
                     "",
+                    "--maxmemory",
+                    MAX_MEMORY,
+                    "--maxmemory-policy",
+                    MAX_MEMORY_POLICY,
                 ])
                 .arg("--dir")
                 .arg(&dir),

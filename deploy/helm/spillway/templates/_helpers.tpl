@@ -106,3 +106,64 @@ spillway.toml: one [section] per top-level map, scalar keys at the top; nested m
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret the migration Job reads DATABASE_URL from. */}}
+{{- define "spillway.migrationsSecretName" -}}
+{{- default (printf "%s-migrations" (include "spillway.fullname" .)) .Values.migrations.existingSecret }}
+{{- end }}
+
+{{/* Whether the gateway's replica count is left to its HorizontalPodAutoscaler. */}}
+{{- define "spillway.gatewayAutoscaled" -}}
+{{- $gateway := .Values.services.gateway }}
+{{- if and $gateway.enabled $gateway.autoscaling.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The most pods of one service at once: its replicas (the HPA's maxReplicas for an autoscaled
+gateway) plus the one surge pod of a rolling update. Call with (dict "root" $ "service" "gateway").
+*/}}
+{{- define "spillway.maxPods" -}}
+{{- $settings := index .root.Values.services .service }}
+{{- $replicas := int $settings.replicas }}
+{{- if and (eq .service "gateway") (include "spillway.gatewayAutoscaled" .root) }}
+{{- $replicas = int $settings.autoscaling.maxReplicas }}
+{{- end }}
+{{- add $replicas 1 }}
+{{- end }}
+
+{{/* The database pool of one service's pods. Call with (dict "root" $ "service" "gateway"). */}}
+{{- define "spillway.databasePool" -}}
+{{- $settings := index .root.Values.services .service }}
+{{- $config := default dict .root.Values.config.database }}
+{{- int (default (default 16 $config.max_connections) $settings.databaseMaxConnections) }}
+{{- end }}
+
+{{/* The most database connections the release may open (see values.yaml, databaseConnections). */}}
+{{- define "spillway.databaseConnectionsNeeded" -}}
+{{- $total := ternary 1 0 (.Values.migrations.enabled | default false) }}
+{{- range $service := keys .Values.services | sortAlpha }}
+{{- if (index $.Values.services $service).enabled }}
+{{- $component := dict "root" $ "service" $service }}
+{{- $total = add $total (mul (include "spillway.maxPods" $component | int) (include "spillway.databasePool" $component | int)) }}
+{{- end }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+The topology spread constraints of one service's pods: the service's own list, else the
+chart-wide one, each given the labelSelector of the service's pods when it has none.
+Call with (dict "root" $ "service" "gateway").
+*/}}
+{{- define "spillway.topologySpreadConstraints" -}}
+{{- $settings := index .root.Values.services .service }}
+{{- $constraints := list }}
+{{- range (ternary $settings.topologySpreadConstraints .root.Values.topologySpreadConstraints (hasKey $settings "topologySpreadConstraints")) }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "spillway.selectorLabels" $ | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
