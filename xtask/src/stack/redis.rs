@@ -1,32 +1,16 @@
 //! Redis from Debian's `redis-server` package, as our own process on port 16379 with its data
 //! in `.stack/redis` (append-only file on: acknowledged counters survive a restart).
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use anyhow::Result;
 
-use super::Component;
+use super::{Component, resp};
 use crate::{paths::Paths, process};
 
 pub const PORT: u16 = 16379;
 
 pub struct Redis;
-
-fn answers_ping() -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", PORT)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read(&mut reply).is_ok()
-        && reply.starts_with(b"+PONG")
-}
 
 impl Component for Redis {
     fn name(&self) -> &'static str {
@@ -69,7 +53,7 @@ impl Component for Redis {
             "redis",
             Duration::from_secs(20),
             Some(&paths.log(self.name())),
-            answers_ping,
+            || resp::answers_ping(PORT),
         )
     }
 }
