@@ -15,7 +15,7 @@ const KAFKA_VERSION: &str = "4.4.0";
 
 pub struct Kafka;
 
-fn lib_dir(paths: &Paths) -> std::path::PathBuf {
+pub(super) fn lib_dir(paths: &Paths) -> std::path::PathBuf {
     paths.cache.join(format!("kafka-{KAFKA_VERSION}/lib"))
 }
 

@@ -8,6 +8,7 @@
 //! started, whichever topology started it.
 
 pub mod kafka;
+mod kafka_cds;
 pub mod kafka_cluster;
 pub mod postgres;
 pub mod redis;
