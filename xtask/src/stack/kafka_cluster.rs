@@ -31,6 +31,10 @@ const PORT_STEP: u16 = 100;
 /// Any valid Kafka UUID does (base64url of `spillway-cluster`); a fixed one spares the first
 /// start a JVM run of `StorageTool random-uuid`.
 const CLUSTER_ID: &str = "c3BpbGx3YXktY2x1c3Rlcg";
+/// How long the controller waits for a silent broker before it fences it and moves its
+/// partitions' leadership and in-sync replicas (Kafka's default is 9 s: produces to a killed
+/// broker's partitions would stall that long).
+const BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 /// From the brokers' start to every broker registered and unfenced.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -103,6 +107,8 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=3
 share.coordinator.state.topic.min.isr=2
 group.initial.rebalance.delay.ms=0
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms={BROKER_SESSION_TIMEOUT_MS}
 ",
         port = broker_port(id),
         controller = controller_port(id),
