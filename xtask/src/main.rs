@@ -65,9 +65,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["up", flags @ ..] => up(&paths, Topology::from_flags_only(flags)?),
-        ["down"] => {
+        ["down", flags @ ..] => {
             services::stop(&paths)?;
-            stack::down(&paths, Topology::from_env()?, &[])?;
+            stack::down(&paths, Topology::from_flags_only(flags)?, &[])?;
             Ok(ExitCode::SUCCESS)
         }
         ["env", flags @ ..] => {

@@ -10,7 +10,8 @@
 
 use std::{
     hash::{Hash, Hasher},
-    path::PathBuf,
+    path::{Path, PathBuf},
+    process::Command,
     time::SystemTime,
 };
 
@@ -68,6 +69,24 @@ pub fn jvm_flags(paths: &Paths, record: bool) -> Vec<String> {
     flags
 }
 
+/// Whether the JVM can map `file` with the Kafka classpath. A broker killed while it wrote the
+/// archive (the stop's grace period ran out) leaves half of one, and half an archive crashes
+/// the JVM (SIGBUS) even with `-Xshare:auto`: it must never reach the cache.
+fn usable(paths: &Paths, file: &Path) -> bool {
+    Command::new("java")
+        .arg("-Xshare:on")
+        .arg(format!(
+            "-XX:ErrorFile={}",
+            paths.log("kafka-cds-check-crash").display()
+        ))
+        .arg(format!("-XX:SharedArchiveFile={}", file.display()))
+        .arg("-cp")
+        .arg(kafka::classpath(paths))
+        .arg("-version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
 /// After the brokers stopped: moves an archive broker 1 recorded into the cache (copy, then
 /// rename, so a JVM starting meanwhile never reads half a file).
 pub fn keep_recorded(paths: &Paths) -> Result<()> {
@@ -77,6 +96,7 @@ pub fn keep_recorded(paths: &Paths) -> Result<()> {
     }
     if let Some(archive) = archive(paths)
         && !archive.exists()
+        && usable(paths, &recorded)
         && let Some(dir) = archive.parent()
     {
         std::fs::create_dir_all(dir)?;
