@@ -5,9 +5,9 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{env, paths::Paths};
+use crate::{env, paths::Paths, topology::Topology};
 
-pub fn run(paths: &Paths) -> Result<()> {
+pub fn run(paths: &Paths, topology: Topology) -> Result<()> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "run",
@@ -18,7 +18,7 @@ pub fn run(paths: &Paths) -> Result<()> {
             "spillway-demo",
         ])
         .current_dir(&paths.repo)
-        .envs(env::variables(paths))
+        .envs(env::variables(paths, topology))
         .status()?;
     anyhow::ensure!(status.success(), "the demo failed");
     Ok(())

@@ -2,13 +2,16 @@
 //!
 //! - `up` / `down`: the local stack, the four services and a demo; everything it starts it
 //!   stops again, by pid.
-//! - `stack up|down|stop <component>|status`: only the infrastructure ([`stack`]).
+//! - `stack up|down|start <component>|stop <name>|kill <node>|status`: only the infrastructure ([`stack`]).
 //! - `env`: the client environment as shell exports.
 //! - `token --sub <member>`: a member JWT the local stack's gateway accepts ([`token`]).
 //! - `test [args]`: start what is not running, build, run every test, stop what it started.
 //! - `bench <name>`: a benchmark against the running stack (`spillway-bench`).
 //! - `check-deploy [--live]`: the Helm chart, alerts, dashboards, Compose file and Dockerfile
 //!   checked by the real tools ([`check_deploy`]).
+//!
+//! `up`, `stack up|stop|status`, `env` and `test` take the topology flags of [`topology`]
+//! (`--redis-cluster`, `--kafka-brokers 3`, `--cluster`) before any other argument.
 
 mod check_deploy;
 mod demo;
@@ -18,26 +21,37 @@ mod process;
 mod services;
 mod stack;
 mod token;
+mod topology;
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{Result, bail};
 
-use crate::paths::Paths;
+use crate::{paths::Paths, topology::Topology};
 
 const USAGE: &str = "usage: cargo xtask <command>
-  up                       install and start the stack and the services, run the demo
-  down                     stop the services and the stack (what `up` started)
-  env                      print the client environment as shell exports
+  up [topology]            install and start the stack and the services, run the demo
+  down                     stop the services and the stack (what `up` started, any topology)
+  env [topology]           print the client environment as shell exports
   token --sub <member> [--scope \"<scopes>\"] [--ttl 1h]
                            print a member JWT signed with the stack's secret
-  test [cargo test args]   start what is missing, run every test, stop what it started
+  test [topology] [cargo test args]
+                           start what is missing, run every test, stop what it started
   bench <name> [args]      run a benchmark against the stack (stack, counters,
                            batch-writer, templates, reads, views, queues)
-  stack up|down|status     the infrastructure only
-  stack stop <component>   stop one of kafka, redis, postgres, s3
+  stack up|down|status [topology]
+                           the infrastructure only
+  stack start <component>  start one component alone (its nodes that are down, for a cluster)
+  stack stop <name>        stop one of kafka, redis, postgres, s3, kafka-cluster,
+                           redis-cluster, or one cluster node (kafka-broker-2, redis-cluster-17003)
+  stack kill <node>        SIGKILL one cluster node; for a Redis master, wait for its replica
+                           to take over and name it
   check-deploy             check the Helm chart, alert rules, dashboards, Compose file, Dockerfile
-  check-deploy --live      run every dashboard and alert query against a Prometheus scraping the stack";
+  check-deploy --live      run every dashboard and alert query against a Prometheus scraping the stack
+topology (default: one node each, or what SPILLWAY_TEST_REDIS_CLUSTER / SPILLWAY_TEST_KAFKA_BROKERS name):
+  --redis-cluster          add a 3-master, 3-replica Redis Cluster on 17001-17006
+  --kafka-brokers 3        three Kafka brokers on 29092, 29192, 29292 instead of one
+  --cluster                both";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,14 +68,14 @@ fn run(args: &[String]) -> Result<ExitCode> {
     let paths = Paths::discover()?;
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["up"] => up(&paths),
-        ["down"] => {
+        ["up", flags @ ..] => up(&paths, Topology::from_flags_only(flags)?),
+        ["down", flags @ ..] => {
             services::stop(&paths)?;
-            stack::down(&paths, &[])?;
+            stack::down(&paths, Topology::from_flags_only(flags)?, &[])?;
             Ok(ExitCode::SUCCESS)
         }
-        ["env"] => {
-            env::print_exports(&paths);
+        ["env", flags @ ..] => {
+            env::print_exports(&paths, Topology::from_flags_only(flags)?);
             Ok(ExitCode::SUCCESS)
         }
         ["token", rest @ ..] => {
@@ -71,41 +85,47 @@ fn run(args: &[String]) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        ["test", rest @ ..] => test(&paths, rest),
+        ["test", rest @ ..] => {
+            let (topology, cargo_args) = Topology::from_flags(rest)?;
+            test(&paths, topology, cargo_args)
+        }
         ["bench", name, rest @ ..] => bench(&paths, name, rest),
         ["check-deploy"] => check_deploy::run(&paths, false),
         ["check-deploy", "--live"] => check_deploy::run(&paths, true),
-        ["stack", "up"] => {
-            stack::up(&paths)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        ["stack", "down"] => {
-            stack::down(&paths, &[])?;
-            Ok(ExitCode::SUCCESS)
-        }
-        ["stack", "stop", component] => {
-            stack::down(&paths, &[component])?;
-            Ok(ExitCode::SUCCESS)
-        }
-        ["stack", "status"] => {
-            stack::status(&paths);
+        ["stack", command, rest @ ..] => {
+            stack_command(&paths, command, rest)?;
             Ok(ExitCode::SUCCESS)
         }
         _ => bail!("{USAGE}"),
     }
 }
 
-fn up(paths: &Paths) -> Result<ExitCode> {
+fn stack_command(paths: &Paths, command: &str, rest: &[&str]) -> Result<()> {
+    match (command, rest) {
+        ("up", flags) => stack::up(paths, Topology::from_flags_only(flags)?).map(drop),
+        ("start", [name]) => stack::start(paths, name),
+        ("down", flags) => stack::down(paths, Topology::from_flags_only(flags)?, &[]),
+        ("stop", [name, flags @ ..]) => stack::stop(paths, Topology::from_flags_only(flags)?, name),
+        ("kill", [node]) => stack::kill(paths, node),
+        ("status", flags) => {
+            stack::status(paths, Topology::from_flags_only(flags)?);
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn up(paths: &Paths, topology: Topology) -> Result<ExitCode> {
     eprintln!("stack:");
-    stack::up(paths)?;
+    stack::up(paths, topology)?;
     stack::postgres::run_sql_file(&paths.repo.join("config/sample-schema.sql"))?;
     eprintln!("services:");
     let binaries = services::build(paths)?;
-    services::start(paths, &binaries)?;
-    demo::run(paths)?;
+    services::start(paths, &binaries, topology)?;
+    demo::run(paths, topology)?;
     println!("\nspillway is up. Gateway http://127.0.0.1:8080 (API: docs/openapi.yaml);");
     println!("ops endpoints /healthz /readyz /metrics on :8080-8083. Client environment:");
-    env::print_exports(paths);
+    env::print_exports(paths, topology);
     println!("Stop everything with `cargo xtask down`.");
     Ok(ExitCode::SUCCESS)
 }
@@ -114,9 +134,9 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn test(paths: &Paths, extra: &[&str]) -> Result<ExitCode> {
+fn test(paths: &Paths, topology: Topology, extra: &[&str]) -> Result<ExitCode> {
     eprintln!("stack:");
-    let started = stack::up(paths)?;
+    let started = stack::up(paths, topology)?;
     let outcome = (|| -> Result<bool> {
         services::build(paths)?;
         let status = cargo()
@@ -124,13 +144,13 @@ fn test(paths: &Paths, extra: &[&str]) -> Result<ExitCode> {
             .args(extra)
             .current_dir(&paths.repo)
             // Tests write their own configuration; they only need the stack's addresses.
-            .envs(env::stack_variables())
+            .envs(env::stack_variables(topology))
             .status()?;
         Ok(status.success())
     })();
     if !started.is_empty() {
         eprintln!("stopping what this run started:");
-        stack::down(paths, &started)?;
+        stack::down(paths, topology, &started)?;
     }
     Ok(if outcome? {
         ExitCode::SUCCESS
@@ -140,7 +160,8 @@ fn test(paths: &Paths, extra: &[&str]) -> Result<ExitCode> {
 }
 
 fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
-    stack::up(paths)?;
+    let topology = Topology::from_env()?;
+    stack::up(paths, topology)?;
     let status = cargo()
         .args([
             "run",
@@ -154,7 +175,7 @@ fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
         .arg(name)
         .args(extra)
         .current_dir(&paths.repo)
-        .envs(env::stack_variables())
+        .envs(env::stack_variables(topology))
         .status()?;
     Ok(if status.success() {
         ExitCode::SUCCESS

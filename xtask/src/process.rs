@@ -117,6 +117,50 @@ pub fn stop_recorded(paths: &Paths, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Stops the processes recorded for `names` together: SIGTERM to all, then SIGKILL to those
+/// still alive after the grace period (members of a cluster shut down faster side by side than
+/// one after another). Returns whether any was recorded.
+pub fn stop_all_recorded(paths: &Paths, names: &[String]) -> Result<bool> {
+    let recorded: Vec<(&String, u32)> = names
+        .iter()
+        .filter_map(|name| Some((name, read_pid(paths, name)?)))
+        .collect();
+    for (_, pid) in &recorded {
+        if alive(*pid) {
+            signal(*pid, "-TERM");
+        }
+    }
+    let started = Instant::now();
+    while recorded.iter().any(|(_, pid)| alive(*pid)) && started.elapsed() < STOP_GRACE {
+        sleep(Duration::from_millis(100));
+    }
+    for (name, pid) in &recorded {
+        if alive(*pid) {
+            signal(*pid, "-KILL");
+        }
+        std::fs::remove_file(paths.pid_file(name))?;
+    }
+    Ok(!recorded.is_empty())
+}
+
+/// Kills the process recorded for `name` with SIGKILL (a crash, for fault tests), waits until
+/// it is gone and removes its pid file. Returns its pid, or `None` when none was alive.
+pub fn kill_recorded(paths: &Paths, name: &str) -> Result<Option<u32>> {
+    let Some(pid) = read_pid(paths, name) else {
+        return Ok(None);
+    };
+    let was_alive = alive(pid);
+    if was_alive {
+        signal(pid, "-KILL");
+        let started = Instant::now();
+        while alive(pid) && started.elapsed() < STOP_GRACE {
+            sleep(Duration::from_millis(20));
+        }
+    }
+    std::fs::remove_file(paths.pid_file(name))?;
+    Ok(was_alive.then_some(pid))
+}
+
 /// Runs a command to completion, failing with its output when it fails.
 pub fn run(command: &mut Command) -> Result<String> {
     let output = command

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{env, paths::Paths, process};
+use crate::{env, paths::Paths, process, topology::Topology};
 
 /// Name and ops port of each service.
 pub const SERVICES: [(&str, u16); 4] = [
@@ -56,14 +56,16 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Starts every service whose port is free and waits until each is ready.
-pub fn start(paths: &Paths, binaries: &std::path::Path) -> Result<()> {
+pub fn start(paths: &Paths, binaries: &std::path::Path, topology: Topology) -> Result<()> {
     for (name, port) in SERVICES {
         if process::port_open(port) {
             eprintln!("  {name:<16} :{port} already running");
             continue;
         }
         let mut command = Command::new(binaries.join(name));
-        command.current_dir(&paths.repo).envs(env::variables(paths));
+        command
+            .current_dir(&paths.repo)
+            .envs(env::variables(paths, topology));
         process::spawn_detached(paths, name, &mut command)?;
     }
     for (name, port) in SERVICES {

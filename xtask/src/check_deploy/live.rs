@@ -16,7 +16,7 @@ use super::{
     static_checks::dashboard_files,
     tools::Tools,
 };
-use crate::{demo, paths::Paths, process, services, stack};
+use crate::{demo, paths::Paths, process, services, stack, topology::Topology};
 
 /// Grafana's interval variables, as the check substitutes them: the load lies within the
 /// last minute when the queries run.
@@ -48,12 +48,12 @@ fn run_started(
     report: &mut Report,
     started: &mut Started,
 ) -> Result<()> {
-    started.stack = stack::components()
+    started.stack = stack::components(Topology::SINGLE)
         .iter()
         .filter(|component| !process::port_open(component.port()))
         .map(|component| component.name())
         .collect();
-    stack::up(paths)?;
+    stack::up(paths, Topology::SINGLE)?;
     stack::postgres::run_sql_file(&paths.repo.join("config/sample-schema.sql"))?;
     let binaries = services::build(paths)?;
     started.services = services::SERVICES
@@ -61,7 +61,7 @@ fn run_started(
         .filter(|(_, port)| !process::port_open(*port))
         .map(|(name, _)| *name)
         .collect();
-    services::start(paths, &binaries)?;
+    services::start(paths, &binaries, Topology::SINGLE)?;
     started.prometheus = true;
     let prometheus = Prometheus::start(paths, &tools.prometheus)?;
     eprintln!(
@@ -72,7 +72,7 @@ fn run_started(
     prometheus.wait_for_scrapes(paths, 2)?;
     // `up` ends with the demo (counters, writes, templates); then our own load.
     report.check("the demo of `cargo xtask up`", || {
-        demo::run(paths).map(|()| "ran".to_owned())
+        demo::run(paths, Topology::SINGLE).map(|()| "ran".to_owned())
     });
     report.check("load through the gateway", || load::drive(paths));
     // A few scrapes after the load, and one librdkafka statistics interval (5 s) for the lag.
@@ -219,7 +219,7 @@ impl Started {
             process::stop_recorded(paths, name)?;
         }
         if !self.stack.is_empty() {
-            stack::down(paths, &self.stack)?;
+            stack::down(paths, Topology::SINGLE, &self.stack)?;
         }
         verify_gone(&pids)?;
         Ok(format!(

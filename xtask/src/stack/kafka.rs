@@ -15,7 +15,7 @@ const KAFKA_VERSION: &str = "4.4.0";
 
 pub struct Kafka;
 
-fn lib_dir(paths: &Paths) -> std::path::PathBuf {
+pub(super) fn lib_dir(paths: &Paths) -> std::path::PathBuf {
     paths.cache.join(format!("kafka-{KAFKA_VERSION}/lib"))
 }
 
@@ -52,7 +52,7 @@ group.initial.rebalance.delay.ms=0
 
 /// Logs to stderr (so tools' stdout stays clean), quiet below WARN; no shutdown hook, so the
 /// broker's own shutdown log is not cut.
-const LOG4J2: &str = "status = error
+pub(super) const LOG4J2: &str = "status = error
 shutdownHook = disable
 appender.err.type = Console
 appender.err.name = STDERR
@@ -65,7 +65,7 @@ logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = info
 ";
 
-fn java(paths: &Paths, log4j: &std::path::Path) -> Command {
+pub(super) fn java(paths: &Paths, log4j: &std::path::Path) -> Command {
     let mut command = Command::new("java");
     command
         .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))

@@ -3,16 +3,11 @@
 //! memory policy docs/operations.md recommends ("Redis settings"): once full, only keys with a
 //! TTL (cached views) are evicted, never counters, pending writes, pools or rooms.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use anyhow::Result;
 
-use super::Component;
+use super::{Component, resp};
 use crate::{paths::Paths, process};
 
 pub const PORT: u16 = 16379;
@@ -22,17 +17,6 @@ const MAX_MEMORY: &str = "2gb";
 pub const MAX_MEMORY_POLICY: &str = "volatile-ttl";
 
 pub struct Redis;
-
-fn answers_ping() -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", PORT)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read(&mut reply).is_ok()
-        && reply.starts_with(b"+PONG")
-}
 
 impl Component for Redis {
     fn name(&self) -> &'static str {
@@ -81,7 +65,7 @@ impl Component for Redis {
             "redis",
             Duration::from_secs(20),
             Some(&paths.log(self.name())),
-            answers_ping,
+            || resp::answers_ping(PORT),
         )
     }
 }
