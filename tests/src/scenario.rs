@@ -246,6 +246,7 @@ fn event(op: &Op) -> CounterEvent {
         member: member.into(),
         operation: operation as i32,
         delta,
+        never_resent: false,
     }
 }
 

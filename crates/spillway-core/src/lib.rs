@@ -21,6 +21,7 @@
 pub mod config;
 pub mod counters;
 pub mod db;
+pub mod faults;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

@@ -245,7 +245,9 @@ async fn seed_big_count(config: &TestConfig, database: &DatabaseConnection) -> a
         ))
         .await?;
     let big = ["big".to_owned()];
-    store.load("video-likes", &big, false).await?;
+    store
+        .load("video-likes", &big, false, std::time::Duration::ZERO)
+        .await?;
     Ok(())
 }
 
