@@ -29,7 +29,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   env                      print the client environment as shell exports
   test [cargo test args]   start what is missing, run every test, stop what it started
   bench <name> [args]      run a benchmark against the stack (stack, counters,
-                           batch-writer, templates, reads, views, queues)
+                           batch-writer, templates, reads, views, queues, peers)
   stack up|down|status     the infrastructure only
   stack stop <component>   stop one of kafka, redis, postgres, s3
   check-deploy             check the Helm chart, alert rules, dashboards, Compose file, Dockerfile
