@@ -374,6 +374,14 @@ fn compare(
         &format!("{work} / {peer_name}: CPU, average cores busy"),
         format!("peer: {}; spillway: {}", peer.cpu, spillway.cpu),
     );
+    report.finding(
+        &format!("{work} / {peer_name}: CPU seconds per 100,000 {unit}, consumer + broker + Redis + PostgreSQL"),
+        format!(
+            "peer {:.2} s, spillway {:.2} s",
+            peer.stack_cpu_seconds_per(100_000),
+            spillway.stack_cpu_seconds_per(100_000)
+        ),
+    );
 }
 
 /// How one consumer drained its backlog.
@@ -393,6 +401,12 @@ pub struct Drain {
 impl Drain {
     pub fn rate_from_start(&self) -> f64 {
         self.total as f64 / self.from_start.as_secs_f64().max(1e-9)
+    }
+
+    /// CPU seconds the consumer and its stack spent per `units` units, start-up included.
+    pub fn stack_cpu_seconds_per(&self, units: u64) -> f64 {
+        self.cpu.stack_cores() * self.from_start.as_secs_f64() * units as f64
+            / self.total.max(1) as f64
     }
 
     pub fn steady_rate(&self) -> f64 {
