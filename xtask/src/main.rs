@@ -38,7 +38,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   test [topology] [cargo test args]
                            start what is missing, run every test, stop what it started
   bench <name> [args]      run a benchmark against the stack (stack, counters,
-                           batch-writer, templates, reads, views, queues)
+                           batch-writer, templates, reads, views, queues, peers)
   stack up|down|status [topology]
                            the infrastructure only
   stack start <component>  start one component alone (its nodes that are down, for a cluster)
