@@ -24,14 +24,15 @@ pub struct ServiceProcess {
 /// `target/debug` (or wherever this test binary's profile directory is).
 fn binary_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/<test> -> target/debug
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    // target/debug/deps/<test> (a test) or target/debug/<bin> (the chaos run) -> target/debug
+    let dir = exe.parent().expect("the binary has a directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -47,13 +48,23 @@ impl ServiceProcess {
 
     /// Like [`ServiceProcess::start`], with extra environment variables.
     pub async fn start_with_env(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
+        Self::start_at(name, config, free_port(), env).await
+    }
+
+    /// Like [`ServiceProcess::start_with_env`], listening on `port` (a restarted gateway keeps
+    /// its address, as behind a Service).
+    pub async fn start_at(
+        name: &str,
+        config: &TestConfig,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let binary = binary_dir().join(name);
         assert!(
             binary.exists(),
             "{} is missing: run `cargo build --workspace --bins` (cargo xtask test does)",
             binary.display()
         );
-        let port = free_port();
         let section = name.replace('-', "_").to_uppercase();
         let child = Command::new(&binary)
             .env("SPILLWAY_CONFIG", &config.file)

@@ -3,7 +3,8 @@
 --         'o:' .. partition = the last applied offset of that partition)
 -- KEYS[2] the distinct member set {c:<namespace>:<entity_id>}:m
 -- KEYS[3] the counter's recent event ids {c:<namespace>:<entity_id>}:e (a sorted set scored
---         by the time, in ms, the id was recorded)
+--         by the time, in ms, the id was recorded; trimmed to the window at every call, and
+--         without a TTL, so `maxmemory-policy volatile-ttl` never evicts it)
 -- ARGV[1] now (unix ms), ARGV[2] the dedupe window (ms; 0 keeps no ids),
 -- then 5 values per event, in the order the consumer read them:
 --   partition, offset, operation (add | remove | incr), member or delta, event id ('' when
@@ -23,7 +24,7 @@ if window > 0 then
 end
 local applied_offsets = {}
 local change = 0
-local applied, replayed, duplicates, recorded = 0, 0, 0, 0
+local applied, replayed, duplicates = 0, 0, 0
 for i = 3, #ARGV, 5 do
   local offset_field = 'o:' .. ARGV[i]
   local offset = tonumber(ARGV[i + 1])
@@ -42,7 +43,6 @@ for i = 3, #ARGV, 5 do
     else
       if keep_id then
         redis.call('ZADD', KEYS[3], now, event_id)
-        recorded = recorded + 1
       end
       -- `0 - n`, not `-n`: Lua's -0 would reach HINCRBY as "-0", which Redis refuses.
       local operation = ARGV[i + 2]
@@ -66,8 +66,5 @@ if applied + duplicates > 0 then
   end
 else
   value = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-end
-if recorded > 0 then
-  redis.call('PEXPIRE', KEYS[3], window)
 end
 return {1, value, applied, replayed, duplicates}

@@ -4,8 +4,7 @@
 -- and only when the counter is absent, so a live member set or id set is never touched.
 -- KEYS[1] the counter hash, KEYS[2] the member set, KEYS[3] the members' staging set,
 -- KEYS[4] the recent event ids, KEYS[5] the ids' staging set
--- ARGV[1] value, ARGV[2] version, ARGV[3] the dedupe window (ms), then pairs of partition,
--- offset
+-- ARGV[1] value, ARGV[2] version, then pairs of partition, offset
 -- Returns 1 when it loaded, 0 when the counter was already there.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[3], KEYS[5])
@@ -20,11 +19,8 @@ local function swap_in(staging, live)
 end
 swap_in(KEYS[3], KEYS[2])
 swap_in(KEYS[5], KEYS[4])
-if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('PEXPIRE', KEYS[4], ARGV[3])
-end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ARGV[2])
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], 'o:' .. ARGV[i], ARGV[i + 1])
 end
 return 1

@@ -370,7 +370,7 @@ impl CounterStore {
             .await?;
         let mut pipeline = redis::pipe();
         for entity_id in entity_ids {
-            self.add_load_calls(&mut pipeline, namespace, entity_id, &stored, dedupe_window);
+            self.add_load_calls(&mut pipeline, namespace, entity_id, &stored);
         }
         let mut connection = self.connection().await?;
         with_timeout(
@@ -427,7 +427,6 @@ impl CounterStore {
         namespace: &str,
         entity_id: &str,
         stored: &StoredCounters,
-        dedupe_window: Duration,
     ) {
         let staged_members = self.keys.counter_loading(namespace, entity_id, "m");
         let staged_ids = self.keys.counter_loading(namespace, entity_id, "e");
@@ -451,8 +450,7 @@ impl CounterStore {
             .arg(self.keys.counter_event_ids(namespace, entity_id))
             .arg(&staged_ids)
             .arg(row.value)
-            .arg(row.version)
-            .arg(millis(dedupe_window));
+            .arg(row.version);
         for (partition, offset) in &row.applied_offsets {
             call.arg(partition).arg(offset);
         }
