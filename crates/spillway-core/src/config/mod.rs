@@ -8,11 +8,9 @@
 //! [`Settings`] only aggregates: the infrastructure and service sections live in
 //! [`sections`], each feature's settings in the feature (`counters::config`,
 //! `sinks::config`, `views::config`, `queues::config`, `templates::config`), and the
-//! checks they share in [`check`], which depends on nothing. Imports go one way:
-//! `config` -> feature -> `config::check`.
+//! checks they share in [`crate::check`] and [`crate::secret`], which depend on nothing
+//! in the crate. Imports go one way: `config` -> feature -> `check`.
 
-pub mod check;
-pub mod secret;
 pub mod sections;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -23,8 +21,10 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use check::{ConfigError, identifier};
-pub use secret::Secret;
+pub use crate::{
+    check::{ConfigError, identifier},
+    secret::Secret,
+};
 pub use sections::{
     BatchWriterSettings, CounterSettings, DatabaseSettings, GatewaySettings, KafkaSettings,
     LogFormat, LogSettings, RedisSettings, S3Settings, TemplateWarmupSettings, TopicSettings,
@@ -100,7 +100,10 @@ impl Settings {
             .split("__")
             .ignore(&["config"])
             .lowercase(true);
-        let settings: Settings = figment.merge(env).extract().map_err(check::parse_error)?;
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(crate::check::parse_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -137,7 +140,7 @@ impl Settings {
     /// A Kafka outage must be answered as such before the gateway's request deadline.
     fn check_produce_timeout(&self) -> Result<(), ConfigError> {
         if self.kafka.produce_timeout_ms + 250 > self.gateway.request_deadline_ms {
-            return Err(check::invalid(
+            return Err(crate::check::invalid(
                 "kafka.produce_timeout_ms",
                 format!(
                     "{} must stay at least 250 ms below gateway.request_deadline_ms ({}) so a \

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::check::{ConfigError, NameRule, identifier, in_range, invalid};
+use crate::check::{ConfigError, NameRule, identifier, in_range, invalid};
 
 /// Namespace names: they appear in URLs, Kafka keys and Redis hash tags.
 pub const NAMESPACE_NAME: NameRule = NameRule {

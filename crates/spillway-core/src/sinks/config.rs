@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::check::{ConfigError, NameRule, identifier, in_range};
+use crate::check::{ConfigError, NameRule, identifier, in_range};
 
 /// Sink names: they appear in URLs, topic names and Redis hash tags.
 pub const SINK_NAME: NameRule = NameRule {

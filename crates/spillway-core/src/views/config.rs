@@ -8,7 +8,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::check::{ConfigError, NameRule},
+    check::{ConfigError, NameRule},
     sinks::config::SinkSettings,
 };
 
