@@ -411,7 +411,11 @@ async fn a_marker_whose_clearing_failed_expires_and_the_read_shows_the_committed
 
 #[tokio::test]
 async fn a_read_never_shows_an_older_body_after_a_newer_write_of_the_id_was_acknowledged() {
-    let config = TestConfig::new(SAMPLE_SINKS);
+    // An upsert sink: the newer write of an id is the one the table ends with.
+    let config = TestConfig::new(&SAMPLE_SINKS.replace(
+        "batch_max_delay_ms = 100\n",
+        "batch_max_delay_ms = 100\non_conflict = \"upsert\"\nupsert_columns = [\"title\"]\n",
+    ));
     let gateway = spawn_gateway(&config).await;
     let writer = spawn_batch_writer(&config).await;
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));

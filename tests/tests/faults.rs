@@ -201,6 +201,7 @@ async fn a_hundred_thousand_writes_survive_three_kills_and_a_database_outage() {
                         row_id: id.clone(),
                         operation: wire::WriteOperation::Upsert as i32,
                         row: Some(sinks::to_struct(row.as_object().unwrap())),
+                        pending_marker: false,
                     };
                     let (producer, topic) = (producer.clone(), topic.clone());
                     async move {

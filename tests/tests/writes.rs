@@ -96,6 +96,7 @@ fn row_event(sink: &str, row: serde_json::Value) -> WriteEvent {
         row_id: row["id"].as_str().unwrap().to_owned(),
         operation: WriteOperation::Upsert as i32,
         row: Some(sinks::to_struct(&row)),
+        pending_marker: false,
     }
 }
 

@@ -6,7 +6,13 @@
 //! `{w:<sink>:<id>}` markers. A crash anywhere replays the batch, and the primary key absorbs
 //! the duplicates.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Instant,
+};
+
+use futures::{StreamExt, TryStreamExt};
 
 use async_trait::async_trait;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
@@ -24,7 +30,10 @@ use spillway_core::{
     wire::{WriteEvent, WriteOperation},
 };
 
-use crate::refresh::ViewRefresher;
+use crate::{
+    reduce::{Change, reduce},
+    refresh::ViewRefresher,
+};
 
 /// The batch-writer's metrics, labelled by sink.
 #[derive(Clone)]
@@ -68,13 +77,6 @@ impl WriterMetrics {
     }
 }
 
-/// A row to write: its batch index (for rejections) and what to do.
-#[derive(Debug, Clone)]
-enum Change {
-    Upsert(Map<String, Value>),
-    Delete(String),
-}
-
 pub struct SinkHandler {
     name: String,
     sink: SinkSettings,
@@ -88,6 +90,8 @@ pub struct SinkHandler {
     committed: Mutex<Vec<CommittedWrite>>,
     /// The cached views this sink's commits refresh, if any.
     views: Option<ViewRefresher>,
+    /// Partitions written at once (`batch_writer.write_concurrency`).
+    write_concurrency: usize,
 }
 
 /// SQLSTATE of a database error, when the database sent one.
@@ -128,6 +132,7 @@ impl SinkHandler {
         pending: PendingWrites,
         metrics: WriterMetrics,
         views: Option<ViewRefresher>,
+        write_concurrency: usize,
     ) -> Self {
         // With views to refresh, the statements also return the changed rows' key columns.
         let returning = views
@@ -143,6 +148,7 @@ impl SinkHandler {
             pending,
             metrics,
             committed: Mutex::new(Vec::new()),
+            write_concurrency: write_concurrency.max(1),
             views,
         }
     }
@@ -199,37 +205,37 @@ impl SinkHandler {
             .collect()
     }
 
-    /// Writes changes in one transaction: one INSERT for the upserts, one DELETE; returns
-    /// the view keys of the changed rows.
+    /// Writes changes in one transaction: one DELETE (deletes and replaced rows), then one
+    /// INSERT (upserts and replacing rows); returns the view keys of the changed rows.
     async fn write(&self, changes: &[(usize, Change)]) -> Result<Vec<String>, DbErr> {
         let upserts: Vec<&Map<String, Value>> = changes
             .iter()
             .filter_map(|(_, change)| match change {
-                Change::Upsert(row) => Some(row),
+                Change::Upsert(row) | Change::Replace(_, row) => Some(row),
                 Change::Delete(_) => None,
             })
             .collect();
         let deletes: Vec<&String> = changes
             .iter()
             .filter_map(|(_, change)| match change {
-                Change::Delete(id) => Some(id),
+                Change::Delete(id) | Change::Replace(id, _) => Some(id),
                 Change::Upsert(_) => None,
             })
             .collect();
         let pool = self.db.get_postgres_connection_pool();
         let mut transaction = pool.begin().await.map_err(db_error)?;
         let mut changed = Vec::new();
+        if !deletes.is_empty() {
+            let ids = serde_json::to_value(&deletes).unwrap_or_default();
+            let delete = sqlx::query(AssertSqlSafe(self.delete_sql.as_str())).bind(ids);
+            changed.extend(self.execute(&mut transaction, delete).await?);
+        }
         if !upserts.is_empty() {
             let mut insert = sqlx::query(AssertSqlSafe(self.insert_sql.as_str()));
             for column in self.sink.column_arrays(&upserts) {
                 insert = insert.bind(column);
             }
             changed.extend(self.execute(&mut transaction, insert).await?);
-        }
-        if !deletes.is_empty() {
-            let ids = serde_json::to_value(&deletes).unwrap_or_default();
-            let delete = sqlx::query(AssertSqlSafe(self.delete_sql.as_str())).bind(ids);
-            changed.extend(self.execute(&mut transaction, delete).await?);
         }
         transaction.commit().await.map_err(db_error)?;
         Ok(changed)
@@ -266,11 +272,20 @@ impl SinkHandler {
     }
 }
 
-/// The newest record of each row id in a batch (batches are in offset order per partition):
-/// what the commit holds of each id, for clearing its marker.
+/// The newest record of each row id in a batch that may have a pending marker (batches are
+/// in offset order per partition): what the commit holds of each id, for clearing its
+/// marker. Ids written only by producers that set no marker need no Redis call.
 fn newest_per_id(batch: &[Delivery<WriteEvent>]) -> Vec<CommittedWrite> {
+    let marked: std::collections::HashSet<&str> = batch
+        .iter()
+        .filter(|delivery| delivery.message.pending_marker)
+        .map(|delivery| delivery.message.row_id.as_str())
+        .collect();
     let mut newest: HashMap<&str, CommittedWrite> = HashMap::new();
-    for delivery in batch {
+    for delivery in batch
+        .iter()
+        .filter(|d| marked.contains(d.message.row_id.as_str()))
+    {
         newest.insert(
             &delivery.message.row_id,
             CommittedWrite {
@@ -283,30 +298,59 @@ fn newest_per_id(batch: &[Delivery<WriteEvent>]) -> Vec<CommittedWrite> {
     newest.into_values().collect()
 }
 
+impl SinkHandler {
+    /// Writes each partition's changes in its own transaction, up to `write_concurrency` at
+    /// once: a row id lives on one partition, so the transactions never touch the same row,
+    /// and PostgreSQL works on several while one waits. Returns the refused rows and the view
+    /// keys of every committed one; any other failure fails the whole batch (it is retried,
+    /// and the committed partitions' rows are absorbed by their primary keys).
+    async fn write_by_partition(
+        &self,
+        batch: &[Delivery<WriteEvent>],
+        changes: &[(usize, Change)],
+    ) -> Result<(Vec<Rejection>, Vec<String>), DbErr> {
+        let mut by_partition: BTreeMap<i32, Vec<(usize, Change)>> = BTreeMap::new();
+        for (index, change) in changes {
+            by_partition
+                .entry(batch[*index].partition)
+                .or_default()
+                .push((*index, change.clone()));
+        }
+        let writes: Vec<_> = by_partition
+            .values()
+            .map(|part| Box::pin(self.write_bisecting(part)))
+            .collect();
+        let written: Vec<(Vec<Rejection>, Vec<String>)> = futures::stream::iter(writes)
+            .buffer_unordered(self.write_concurrency)
+            .try_collect()
+            .await?;
+        let mut refused = Vec::new();
+        let mut changed = Vec::new();
+        for (part_refused, part_changed) in written {
+            refused.extend(part_refused);
+            changed.extend(part_changed);
+        }
+        Ok((refused, changed))
+    }
+}
+
 #[async_trait]
 impl BatchHandler for SinkHandler {
     type Message = WriteEvent;
 
     async fn handle(&self, batch: &[Delivery<WriteEvent>]) -> Result<Vec<Rejection>, HandlerError> {
         let mut rejections = Vec::new();
-        // The last operation per key wins; keep first-seen order of keys.
-        let mut latest: HashMap<String, usize> = HashMap::new();
-        let mut changes: Vec<(usize, Change)> = Vec::new();
+        let mut writes = Vec::with_capacity(batch.len());
         for (index, delivery) in batch.iter().enumerate() {
             match self.change(&delivery.message) {
-                Ok((id, change)) => match latest.get(&id) {
-                    Some(&slot) => changes[slot] = (index, change),
-                    None => {
-                        latest.insert(id, changes.len());
-                        changes.push((index, change));
-                    }
-                },
+                Ok((id, change)) => writes.push((index, id, change)),
                 Err(reason) => rejections.push(Rejection { index, reason }),
             }
         }
+        let changes = reduce(writes, self.sink.on_conflict);
         let started = Instant::now();
         let (refused, changed) = self
-            .write_bisecting(&changes)
+            .write_by_partition(batch, &changes)
             .await
             .map_err(HandlerError::retry)?;
         faults::point(faults::BATCH_WRITER_AFTER_COMMIT);

@@ -3,13 +3,15 @@
 //! rule (rows, delay, bytes).
 //!
 //! A batch meets the modules in this order:
-//! - [`handler`]: reduce the batch (the last operation per key wins), write it in one
-//!   transaction, bisect to find rows the database refuses (they go to the DLQ), then, once
-//!   the consumer stored the offsets, clear the pending markers in Redis.
+//! - [`handler`]: reduce the batch ([`reduce`]: one change per key, as the sink's conflict
+//!   rule says), write each partition's share in its own transaction (several at once),
+//!   bisect to find rows the database refuses (they go to the DLQ), then, once the consumer
+//!   stored the offsets, clear the pending markers in Redis.
 //! - [`refresh`]: after a commit, the cached views that depend on the sink are refreshed.
 //! - [`tables`]: the sink tables: created at start when spillway owns them, checked when not.
 
 pub mod handler;
+pub mod reduce;
 pub mod refresh;
 pub mod tables;
 
@@ -58,6 +60,7 @@ impl Application {
                 PendingWrites::new(redis.clone()),
                 metrics.clone(),
                 views,
+                settings.batch_writer.write_concurrency,
             ));
             let topics = vec![settings.kafka.writes_topic(name)];
             base.metrics

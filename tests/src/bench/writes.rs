@@ -272,6 +272,7 @@ async fn backlog_drain(
                 row_id: id.clone(),
                 operation: spillway_core::wire::WriteOperation::Upsert as i32,
                 row: Some(spillway_core::sinks::to_struct(row.as_object().expect("object"))),
+                pending_marker: false,
             };
             let (producer, topic) = (producer.clone(), topic.clone());
             async move { kafka::publish(&producer, &topic, id, &event.encode_to_vec(), &[]).await }

@@ -328,6 +328,9 @@ fn consumer_service(section: &str, listen: &str, group_id: &str) -> Result<(), C
 pub struct BatchWriterSettings {
     pub listen: String,
     pub group_id: String,
+    /// A sink's partitions written at once, each in its own transaction (one database
+    /// connection each).
+    pub write_concurrency: usize,
 }
 
 impl Default for BatchWriterSettings {
@@ -335,13 +338,19 @@ impl Default for BatchWriterSettings {
         Self {
             listen: "127.0.0.1:8082".into(),
             group_id: "spillway-batch-writer".into(),
+            write_concurrency: 3,
         }
     }
 }
 
 impl BatchWriterSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        consumer_service("batch_writer", &self.listen, &self.group_id)
+        consumer_service("batch_writer", &self.listen, &self.group_id)?;
+        in_range(
+            "batch_writer.write_concurrency",
+            self.write_concurrency as u64,
+            1..=64,
+        )
     }
 }
 

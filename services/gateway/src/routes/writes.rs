@@ -65,6 +65,7 @@ async fn create(
         row_id: id.clone(),
         operation: WriteOperation::Upsert as i32,
         row: Some(sinks::to_struct(&row)),
+        pending_marker: true,
     };
     let topic = state.writes_topic(&sink_name);
     let delivered = state
