@@ -443,3 +443,59 @@ serial = { type = "uuid" }
     writer.stop().await.unwrap();
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_id_taken_by_another_member_is_refused_and_a_resent_write_is_a_replay() {
+    let config = config();
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let id = uuid::Uuid::now_v7().to_string();
+    let (status, body) = api
+        .write("playlists", "alice", &json!({"id": id, "title": "Mine"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Another member, the same id: refused, nothing published, nothing shown.
+    let (status, body) = api
+        .write(
+            "playlists",
+            "mallory",
+            &json!({"id": id, "title": "Stolen"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "https://spillway.dev/problems/id-taken");
+    // The same member again on an ignore sink: the replay it is, nothing published.
+    let (status, body) = api
+        .write("playlists", "alice", &json!({"id": id, "title": "Mine"}))
+        .await;
+    assert_eq!(
+        (status.as_u16(), &body["replayed"]),
+        (202, &json!(true)),
+        "{body}"
+    );
+    assert_eq!(kafka::end_offsets(&topic(&config)), 1);
+    let writer = spawn_batch_writer(&config).await;
+    let committed = eventually(
+        "the write is committed",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.read_write("playlists", &id).await;
+            (body["status"] == "committed").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        (&committed["row"]["title"], &committed["row"]["member_id"]),
+        (&json!("Mine"), &json!("alice"))
+    );
+    let (status, _) = api
+        .write(
+            "playlists",
+            "mallory",
+            &json!({"id": id, "title": "Stolen"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    writer.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}

@@ -25,6 +25,8 @@ pub enum ApiError {
     InvalidField { field: String, detail: String },
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    #[error("{0}")]
+    IdTaken(String),
     #[error("the body is over {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the body is not valid JSON for this call: {0}")]
@@ -106,6 +108,7 @@ impl ApiError {
                 detail,
             )
             .with("field", "Idempotency-Key"),
+            Self::IdTaken(_) => Problem::new(StatusCode::CONFLICT, "id-taken", detail),
             Self::BodyTooLarge { .. } => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", detail)
             }

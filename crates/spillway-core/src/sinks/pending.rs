@@ -34,6 +34,16 @@ pub struct CommittedWrite {
     pub offset: i64,
 }
 
+/// An acknowledged write, as its marker records it.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkedWrite<'a> {
+    pub delivered: Delivered,
+    pub event_id: &'a str,
+    pub row: &'a Map<String, Value>,
+    /// The sink keeps the first write of an id (`on_conflict = "ignore"`).
+    pub first_wins: bool,
+}
+
 /// The pending-write markers of one deployment.
 #[derive(Clone)]
 pub struct PendingWrites {
@@ -46,16 +56,21 @@ impl PendingWrites {
     }
 
     /// Marks an acknowledged write of `sink` as pending, with the row the caller will read
-    /// back, for at most `ttl`. Returns false when a newer write of the id holds the marker.
+    /// back, for at most `ttl`. Returns false when a newer write of the id holds the marker,
+    /// or, for a sink that keeps the first write of an id (`first_wins`), any earlier one.
     pub async fn mark(
         &self,
         sink: &str,
         id: &str,
-        delivered: Delivered,
-        event_id: &str,
-        row: &Map<String, Value>,
+        write: MarkedWrite<'_>,
         ttl: Duration,
     ) -> Result<bool, RedisError> {
+        let MarkedWrite {
+            delivered,
+            event_id,
+            row,
+            first_wins,
+        } = write;
         let text = serde_json::to_string(row).unwrap_or_default();
         let mut call = redis::pipe();
         call.cmd("EVALSHA")
@@ -66,7 +81,8 @@ impl PendingWrites {
             .arg(delivered.offset)
             .arg(event_id)
             .arg(text)
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(if first_wins { "1" } else { "0" });
         let (set,): (i64,) = self
             .redis
             .pipeline_with_scripts(&call, &[&PENDING_MARK])

@@ -45,12 +45,19 @@ impl SinkSettings {
         let conflict = match self.on_conflict {
             ConflictRule::Ignore => "DO NOTHING".to_owned(),
             ConflictRule::Upsert => format!(
-                "DO UPDATE SET {}",
+                "DO UPDATE SET {}{}",
                 self.upsert_columns
                     .iter()
                     .map(|column| format!("\"{column}\" = EXCLUDED.\"{column}\""))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                // A member's write never updates another member's row.
+                self.member_column
+                    .as_ref()
+                    .map(|member| format!(
+                        " WHERE \"current\".\"{member}\" = EXCLUDED.\"{member}\""
+                    ))
+                    .unwrap_or_default()
             ),
         };
         let arrays: Vec<String> = (1..=self.columns.len())
@@ -62,7 +69,7 @@ impl SinkSettings {
             .map(|(name, column)| format!("x.\"{name}\"::{}", column.kind.sql()))
             .collect();
         format!(
-            "INSERT INTO \"{table}\" ({columns}) SELECT {casts} FROM UNNEST({arrays}) AS x({columns}) \
+            "INSERT INTO \"{table}\" AS \"current\" ({columns}) SELECT {casts} FROM UNNEST({arrays}) AS x({columns}) \
              ON CONFLICT (\"{key}\") {conflict}",
             table = self.table,
             columns = self.column_list(),
