@@ -31,6 +31,19 @@ fn binary_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A command that does not inherit the `SPILLWAY_*` settings of the shell the tests run in
+/// (`cargo xtask env` exports the local stack's secret and configuration): a service process
+/// reads the test's file and what the test passes, nothing else.
+fn hermetic(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("SPILLWAY_") && !name.starts_with("SPILLWAY_TEST_") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -47,6 +60,12 @@ impl ServiceProcess {
 
     /// Like [`ServiceProcess::start`], with extra environment variables.
     pub async fn start_with_env(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
+        config.migrate().await;
+        Self::start_unmigrated(name, config, env).await
+    }
+
+    /// Starts the binary without migrating the schema first (the migration role's work).
+    pub async fn start_unmigrated(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
         let binary = binary_dir().join(name);
         assert!(
             binary.exists(),
@@ -55,7 +74,7 @@ impl ServiceProcess {
         );
         let port = free_port();
         let section = name.replace('-', "_").to_uppercase();
-        let child = Command::new(&binary)
+        let child = hermetic(Command::new(&binary))
             .env("SPILLWAY_CONFIG", &config.file)
             .env(
                 format!("SPILLWAY_{section}__LISTEN"),
@@ -126,7 +145,7 @@ impl ServiceProcess {
         config: &TestConfig,
         env: &[(&str, &str)],
     ) -> (ExitStatus, String) {
-        let output = Command::new(binary_dir().join(name))
+        let output = hermetic(Command::new(binary_dir().join(name)))
             .env("SPILLWAY_CONFIG", &config.file)
             .envs(env.iter().copied())
             .output()
