@@ -61,6 +61,9 @@ const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(8);
 const REWIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a rewind is tried before the consumer stops with an error.
 const REWIND_ATTEMPTS: u32 = 6;
+/// What [`ConsumerLoop::retry`] is told for the handler's flush: counted in `flush_failures`,
+/// while every other `what` is a topic (`handler_failures{topic}`).
+const FLUSH: &str = "flush";
 
 /// One decoded message with where it came from.
 #[derive(Debug, Clone)]
@@ -438,7 +441,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         carried: &mut Vec<OwnedMessage>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        self.retry("flush", carried, shutdown, || self.handler.flush())
+        self.retry(FLUSH, carried, shutdown, || self.handler.flush())
             .await?;
         self.store(std::mem::take(pending));
         self.handler.after_store().await;
@@ -477,10 +480,14 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                     break Err(Interrupted::Rewind);
                 }
                 Err(HandlerError::Retry(error)) => {
-                    self.metrics
-                        .handler_failures
-                        .with_label_values(&[what])
-                        .inc();
+                    if what == FLUSH {
+                        self.metrics.flush_failures.inc();
+                    } else {
+                        self.metrics
+                            .handler_failures
+                            .with_label_values(&[what])
+                            .inc();
+                    }
                     tracing::warn!(%error, %what, backoff_ms = backoff.as_millis() as u64, "failed; retrying");
                     if paused.is_none() {
                         paused = self.pause();
