@@ -158,6 +158,12 @@ group_id = "{id}-template-warmup"
         })
     }
 
+    /// The same deployment with `line` (`key = value`) added to its `[gateway]` section
+    /// (the generated file has one already, so `extra_toml` cannot add it).
+    pub fn with_gateway_line(&self, line: &str) -> Self {
+        self.rewritten(|toml| toml.replacen("[gateway]\n", &format!("[gateway]\n{line}\n"), 1))
+    }
+
     /// A copy whose file is this one's, rewritten by `rewrite`.
     fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();

@@ -33,6 +33,10 @@ pub enum CounterKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct NamespaceSettings {
     pub kind: CounterKind,
+    /// A `sum` namespace whose increments need no token (view counts from visitors). Off by
+    /// default: an increment then needs a member. Likes always need one.
+    #[serde(default)]
+    pub anonymous_increments: bool,
     /// Also keep a column of the user's own table current.
     #[serde(default)]
     pub mirror: Option<MirrorSettings>,
@@ -63,6 +67,12 @@ impl NamespaceSettings {
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let key = format!("namespaces.{name}");
         NAMESPACE_NAME.check(&key, name)?;
+        if self.anonymous_increments && self.kind != CounterKind::Sum {
+            return Err(invalid(
+                &format!("{key}.anonymous_increments"),
+                "only a `sum` namespace takes increments; a like always needs a member",
+            ));
+        }
         if let Some(mirror) = &self.mirror {
             identifier(&format!("{key}.mirror.table"), &mirror.table)?;
             identifier(&format!("{key}.mirror.column"), &mirror.column)?;
@@ -97,6 +107,7 @@ mod tests {
     fn a_bad_namespace_names_its_key() {
         let namespace = NamespaceSettings {
             kind: CounterKind::Sum,
+            anonymous_increments: false,
             mirror: None,
         };
         let error = namespace.validate("a b").unwrap_err().to_string();
