@@ -157,6 +157,26 @@ impl ServiceProcess {
     }
 }
 
+/// `spillway-admin <args>` with the test's configuration; its exit status, stdout and stderr.
+pub fn run_admin(config: &TestConfig, args: &[&str]) -> (ExitStatus, String, String) {
+    let binary = binary_dir().join("spillway-admin");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        binary.display()
+    );
+    let output = hermetic(Command::new(binary))
+        .env("SPILLWAY_CONFIG", &config.file)
+        .args(args)
+        .output()
+        .expect("run spillway-admin");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
