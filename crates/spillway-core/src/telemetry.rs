@@ -11,9 +11,10 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use crate::config::{LogFormat, LogSettings};
 
 /// Directives added to the configured level (unless `RUST_LOG` is set): PostgreSQL's notices
-/// (`relation ... already exists, skipping` from an idempotent `CREATE ... IF NOT EXISTS`) are
-/// not worth an info line.
-const QUIET_DIRECTIVES: [&str; 1] = ["sqlx::postgres::notice=warn"];
+/// (`relation ... already exists, skipping` from an idempotent `CREATE ... IF NOT EXISTS`) and
+/// actix-server's own start and stop lines (workers, runtime) are not worth an info line;
+/// each service says once that it started (`service::announce`).
+const QUIET_DIRECTIVES: [&str; 2] = ["sqlx::postgres::notice=warn", "actix_server=warn"];
 
 /// The format `auto` stands for on this output.
 fn effective_format(format: LogFormat, terminal: bool) -> LogFormat {

@@ -238,7 +238,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), KafkaError> {
         let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics)?;
-        tracing::info!(group = %self.settings.group_id, ?topics, "consumer started");
+        tracing::debug!(group = %self.settings.group_id, ?topics, "consumer started");
         let mut pending = PendingOffsets::default();
         let mut carried = Vec::new();
         let mut last_flush = Instant::now();
