@@ -11,9 +11,12 @@
 //! - [`views`]: the sample views and tables, view reads, queries counted in PostgreSQL's
 //!   statistics, a private Redis with a small `maxmemory`.
 //! - [`s3_proxy`]: S3 with a cloud store's latency, its calls in flight counted, or down.
+//! - [`chaos`]: the chaos run behind `cargo xtask chaos` (every service killed in turn under
+//!   a mixed load, Redis flushed once, then nothing acknowledged lost or doubled).
 
 pub mod api;
 pub mod bench;
+pub mod chaos;
 pub mod db;
 pub mod kafka;
 pub mod objects;

@@ -24,11 +24,12 @@ pub struct ServiceProcess {
 /// `target/debug` (or wherever this test binary's profile directory is).
 fn binary_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/<test> -> target/debug
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    // target/debug/deps/<test> (a test) or target/debug/<bin> (the chaos run) -> target/debug
+    let dir = exe.parent().expect("the binary has a directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 /// A command that does not inherit the `SPILLWAY_*` settings of the shell the tests run in
@@ -44,7 +45,7 @@ fn hermetic(mut command: Command) -> Command {
     command
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -60,19 +61,38 @@ impl ServiceProcess {
 
     /// Like [`ServiceProcess::start`], with extra environment variables.
     pub async fn start_with_env(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
+        Self::start_at(name, config, free_port(), env).await
+    }
+
+    /// Like [`ServiceProcess::start_with_env`], listening on `port` (a restarted gateway keeps
+    /// its address, as behind a Service).
+    pub async fn start_at(
+        name: &str,
+        config: &TestConfig,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         config.migrate().await;
-        Self::start_unmigrated(name, config, env).await
+        Self::start_unmigrated_at(name, config, port, env).await
     }
 
     /// Starts the binary without migrating the schema first (the migration role's work).
     pub async fn start_unmigrated(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
+        Self::start_unmigrated_at(name, config, free_port(), env).await
+    }
+
+    async fn start_unmigrated_at(
+        name: &str,
+        config: &TestConfig,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let binary = binary_dir().join(name);
         assert!(
             binary.exists(),
             "{} is missing: run `cargo build --workspace --bins` (cargo xtask test does)",
             binary.display()
         );
-        let port = free_port();
         let section = name.replace('-', "_").to_uppercase();
         let child = hermetic(Command::new(&binary))
             .env("SPILLWAY_CONFIG", &config.file)

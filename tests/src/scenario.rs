@@ -196,13 +196,13 @@ impl Workload {
 
 async fn run_lane(api: &Api, lane: &[Op]) {
     for op in lane {
+        // The same key on every attempt makes a retry after an unclear failure count once.
+        let key = uuid::Uuid::new_v4().to_string();
         for attempt in 0.. {
             let (status, body) = match op {
                 Op::Like { entity, member } => api.like(LIKES, entity, member).await,
                 Op::Unlike { entity, member } => api.unlike(LIKES, entity, member).await,
                 Op::View { entity, delta } => {
-                    // The key makes a retry after an unclear failure count once.
-                    let key = format!("{entity}-{attempt}-{}", uuid::Uuid::new_v4());
                     api.increment(VIEWS, entity, *delta, Some(&key)).await
                 }
             };
@@ -246,6 +246,7 @@ fn event(op: &Op) -> CounterEvent {
         member: member.into(),
         operation: operation as i32,
         delta,
+        never_resent: false,
     }
 }
 

@@ -22,6 +22,7 @@ fn view_event(entity_id: &str, delta: i64) -> CounterEvent {
         member: String::new(),
         operation: CounterOperation::Increment as i32,
         delta,
+        never_resent: false,
     }
 }
 

@@ -5,7 +5,9 @@
 //! - `stack up|down|start <component>|stop <name>|kill <node>|status`: only the infrastructure ([`stack`]).
 //! - `env`: the client environment as shell exports.
 //! - `token --sub <member>`: a member JWT the local stack's gateway accepts ([`token`]).
-//! - `test [args]`: start what is not running, build, run every test, stop what it started.
+//! - `test [args]`: start what is not running, build, run every test and the short chaos run,
+//!   stop what it started.
+//! - `chaos [--minutes N]`: every service killed in turn and Redis flushed under a mixed load.
 //! - `bench <name>`: a benchmark against the running stack (`spillway-bench`).
 //! - `check-deploy [--live]`: the Helm chart, alerts, dashboards, Compose file and Dockerfile
 //!   checked by the real tools ([`check_deploy`]).
@@ -37,8 +39,11 @@ const USAGE: &str = "usage: cargo xtask <command>
                            print a member JWT signed with the stack's secret
   test [topology] [cargo test args]
                            start what is missing, run every test, stop what it started
+  chaos [--minutes N] [--seed S]
+                           kill every service in turn and flush Redis under a mixed load,
+                           then check nothing acknowledged was lost or doubled (default 2)
   bench <name> [args]      run a benchmark against the stack (stack, counters,
-                           batch-writer, templates, reads, views, queues)
+                           batch-writer, templates, reads, views, queues, peers)
   stack up|down|status [topology]
                            the infrastructure only
   stack start <component>  start one component alone (its nodes that are down, for a cluster)
@@ -90,6 +95,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
             test(&paths, topology, cargo_args)
         }
         ["bench", name, rest @ ..] => bench(&paths, name, rest),
+        ["chaos", rest @ ..] => chaos(&paths, rest),
         ["check-deploy"] => check_deploy::run(&paths, false),
         ["check-deploy", "--live"] => check_deploy::run(&paths, true),
         ["stack", command, rest @ ..] => {
@@ -138,7 +144,7 @@ fn test(paths: &Paths, topology: Topology, extra: &[&str]) -> Result<ExitCode> {
     eprintln!("stack:");
     let started = stack::up(paths, topology)?;
     let outcome = (|| -> Result<bool> {
-        services::build(paths)?;
+        let binaries = services::build(paths)?;
         let status = cargo()
             .args(["test", "--workspace"])
             .args(extra)
@@ -146,10 +152,47 @@ fn test(paths: &Paths, topology: Topology, extra: &[&str]) -> Result<ExitCode> {
             // Tests write their own configuration; they only need the stack's addresses.
             .envs(env::stack_variables(topology))
             .status()?;
-        Ok(status.success())
+        if !status.success() {
+            return Ok(false);
+        }
+        // The whole suite ends with the short chaos run; a filtered run does not.
+        if extra.is_empty() {
+            return run_chaos(&binaries, topology, &["--minutes", SHORT_CHAOS_MINUTES]);
+        }
+        Ok(true)
     })();
     if !started.is_empty() {
         eprintln!("stopping what this run started:");
+        stack::down(paths, topology, &started)?;
+    }
+    Ok(if outcome? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The chaos run's length inside `cargo xtask test`.
+const SHORT_CHAOS_MINUTES: &str = "2";
+
+/// `spillway-chaos` (built with the services) against the stack; true when nothing
+/// acknowledged was lost or doubled.
+fn run_chaos(binaries: &std::path::Path, topology: Topology, args: &[&str]) -> Result<bool> {
+    eprintln!("chaos run {}:", args.join(" "));
+    let status = Command::new(binaries.join("spillway-chaos"))
+        .args(args)
+        .envs(env::stack_variables(topology))
+        .status()?;
+    Ok(status.success())
+}
+
+/// `cargo xtask chaos [--minutes N] [--seed S]`: start what is missing, run the chaos run,
+/// stop what it started.
+fn chaos(paths: &Paths, args: &[&str]) -> Result<ExitCode> {
+    let topology = Topology::from_env()?;
+    let started = stack::up(paths, topology)?;
+    let outcome = services::build(paths).and_then(|binaries| run_chaos(&binaries, topology, args));
+    if !started.is_empty() {
         stack::down(paths, topology, &started)?;
     }
     Ok(if outcome? {

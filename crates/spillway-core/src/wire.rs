@@ -70,9 +70,17 @@ fn required(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// The longest event id a counter records for its dedupe window.
+pub const MAX_EVENT_ID_LENGTH: usize = 128;
+
 impl WireMessage for CounterEvent {
     fn validate(&self) -> Result<(), String> {
         required("event_id", &self.event_id)?;
+        if self.event_id.len() > MAX_EVENT_ID_LENGTH {
+            return Err(format!(
+                "`event_id` is longer than {MAX_EVENT_ID_LENGTH} bytes"
+            ));
+        }
         required("namespace", &self.namespace)?;
         required("entity_id", &self.entity_id)?;
         match self.operation() {
@@ -203,6 +211,7 @@ mod tests {
             member: "alice".into(),
             operation: CounterOperation::AddMember as i32,
             delta: 0,
+            never_resent: false,
         }
     }
 

@@ -16,9 +16,10 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 use spillway_core::{
+    faults,
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
     metrics::Metrics,
-    sinks::{self, PendingWrites, SinkSettings},
+    sinks::{self, CommittedWrite, PendingWrites, SinkSettings},
     views::RETURNED_KEYS_COLUMN,
     wire::{WriteEvent, WriteOperation},
 };
@@ -82,8 +83,9 @@ pub struct SinkHandler {
     db: DatabaseConnection,
     pending: PendingWrites,
     metrics: WriterMetrics,
-    /// Ids committed but whose markers are not yet cleared (after the offsets are stored).
-    committed: Mutex<Vec<String>>,
+    /// Writes committed (or refused for good) whose markers are not yet cleared: that waits
+    /// until the offsets are stored.
+    committed: Mutex<Vec<CommittedWrite>>,
     /// The cached views this sink's commits refresh, if any.
     views: Option<ViewRefresher>,
 }
@@ -264,6 +266,23 @@ impl SinkHandler {
     }
 }
 
+/// The newest record of each row id in a batch (batches are in offset order per partition):
+/// what the commit holds of each id, for clearing its marker.
+fn newest_per_id(batch: &[Delivery<WriteEvent>]) -> Vec<CommittedWrite> {
+    let mut newest: HashMap<&str, CommittedWrite> = HashMap::new();
+    for delivery in batch {
+        newest.insert(
+            &delivery.message.row_id,
+            CommittedWrite {
+                id: delivery.message.row_id.clone(),
+                partition: delivery.partition,
+                offset: delivery.offset,
+            },
+        );
+    }
+    newest.into_values().collect()
+}
+
 #[async_trait]
 impl BatchHandler for SinkHandler {
     type Message = WriteEvent;
@@ -290,6 +309,7 @@ impl BatchHandler for SinkHandler {
             .write_bisecting(&changes)
             .await
             .map_err(HandlerError::retry)?;
+        faults::point(faults::BATCH_WRITER_AFTER_COMMIT);
         if let Some(views) = &self.views {
             views.after_commit(&changed);
         }
@@ -317,17 +337,14 @@ impl BatchHandler for SinkHandler {
         self.committed
             .lock()
             .expect("committed lock")
-            .extend(batch.iter().map(|delivery| delivery.message.row_id.clone()));
+            .extend(newest_per_id(batch));
         rejections.extend(refused);
         Ok(rejections)
     }
 
     async fn after_store(&self) {
-        let ids = std::mem::take(&mut *self.committed.lock().expect("committed lock"));
-        if ids.is_empty() {
-            return;
-        }
-        if let Err(error) = self.pending.clear_committed(&self.name, &ids).await {
+        let committed = std::mem::take(&mut *self.committed.lock().expect("committed lock"));
+        if let Err(error) = self.pending.clear_committed(&self.name, &committed).await {
             tracing::warn!(sink = %self.name, %error, "pending markers not cleared");
         }
     }

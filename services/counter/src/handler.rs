@@ -1,14 +1,20 @@
 //! The counter's batch handler. Each batch: check the epoch (has Redis been emptied since we
-//! last looked?), apply every event with the Lua script, load counters Redis does not hold
-//! from the database and apply their events again, check the epoch once more, and remember
-//! which counters and members changed. A flush writes them to the database; only then does
-//! the consumer store the offsets.
+//! last looked?), group the events by counter and apply each counter's events with one Lua
+//! call, load counters Redis does not hold from the database and apply their events again,
+//! check the epoch once more, and remember which counters, members and event ids changed. A
+//! flush writes them to the database in one transaction; only then does the consumer store
+//! the offsets.
 //!
 //! Replays (after a crash, a rebalance or a rewind) are absorbed by the per-partition applied
 //! offsets in each counter, and still mark the counter dirty, so the database catches up.
+//! Re-sent events (same event id within the namespace's window) are absorbed by the ids the
+//! counter remembers in Redis and, through the flush, in the database.
+//!
+//! A counter whose database row is corrupt is not applied: its events go to the DLQ with the
+//! reason, and `spillway_counter_corrupt_rows_total` counts it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -17,11 +23,12 @@ use async_trait::async_trait;
 use spillway_core::{
     config::CounterSettings,
     counters::{
-        ApplyCommand, ApplyStatus, CounterStore, CounterStoreError, Operation,
+        BatchOutcome, CounterBatch, CounterStore, CounterStoreError, EventToApply, Operation,
         config::{CounterKind, NamespaceSettings},
-        sql,
+        sql::{self, CounterSqlError},
         store::CounterToFlush,
     },
+    faults,
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
     wire::{CounterEvent, CounterOperation},
 };
@@ -56,31 +63,41 @@ struct Dirty {
 #[derive(Debug, Default)]
 struct DirtyCounter {
     members: BTreeSet<String>,
+    /// Ids remembered for the dedupe window, not yet in the database.
+    event_ids: Vec<String>,
     /// Acceptance time (unix seconds) of the oldest event not yet flushed.
     oldest_accepted: Option<f64>,
 }
 
+/// What a flush writes of one counter, merged across partitions.
+#[derive(Debug, Default)]
+struct CounterChanges {
+    members: BTreeSet<String>,
+    event_ids: Vec<String>,
+    oldest_accepted: Option<f64>,
+}
+
+fn earliest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Dirty {
-    fn mark(
-        &mut self,
-        partition: i32,
-        key: EntityKey,
-        member: Option<&str>,
-        accepted: Option<f64>,
-    ) {
-        let counter = self
-            .by_partition
+    fn counter(&mut self, partition: i32, key: EntityKey) -> &mut DirtyCounter {
+        self.by_partition
             .entry(partition)
             .or_default()
             .entry(key)
-            .or_default();
-        if let Some(member) = member {
-            counter.members.insert(member.to_owned());
-        }
-        if let Some(accepted) = accepted {
-            let oldest = counter.oldest_accepted.get_or_insert(accepted);
-            *oldest = oldest.min(accepted);
-        }
+            .or_default()
+    }
+
+    fn mark(&mut self, partition: i32, key: EntityKey, change: &DirtyCounter) {
+        let counter = self.counter(partition, key);
+        counter.members.extend(change.members.iter().cloned());
+        counter.event_ids.extend(change.event_ids.iter().cloned());
+        counter.oldest_accepted = earliest(counter.oldest_accepted, change.oldest_accepted);
     }
 
     fn entity_count(&self) -> usize {
@@ -90,36 +107,33 @@ impl Dirty {
     fn merge(&mut self, other: Dirty) {
         for (partition, counters) in other.by_partition {
             for (key, counter) in counters {
-                for member in &counter.members {
-                    self.mark(
-                        partition,
-                        key.clone(),
-                        Some(member),
-                        counter.oldest_accepted,
-                    );
-                }
-                if counter.members.is_empty() {
-                    self.mark(partition, key, None, counter.oldest_accepted);
-                }
+                self.mark(partition, key, &counter);
             }
         }
     }
 
     /// All dirty counters, merged across partitions, in key order (a stable lock order).
-    fn counters(&self) -> BTreeMap<EntityKey, (BTreeSet<String>, Option<f64>)> {
-        let mut merged: BTreeMap<EntityKey, (BTreeSet<String>, Option<f64>)> = BTreeMap::new();
+    fn counters(&self) -> BTreeMap<EntityKey, CounterChanges> {
+        let mut merged: BTreeMap<EntityKey, CounterChanges> = BTreeMap::new();
         for counters in self.by_partition.values() {
             for (key, counter) in counters {
                 let entry = merged.entry(key.clone()).or_default();
-                entry.0.extend(counter.members.iter().cloned());
-                entry.1 = match (entry.1, counter.oldest_accepted) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                entry.members.extend(counter.members.iter().cloned());
+                entry.event_ids.extend(counter.event_ids.iter().cloned());
+                entry.oldest_accepted = earliest(entry.oldest_accepted, counter.oldest_accepted);
             }
         }
         merged
     }
+}
+
+/// How often the flush deletes recorded event ids older than their namespace's window.
+const EVENT_ID_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// One batch's events of one counter, with where each came from in the batch.
+struct CounterEvents<'a> {
+    batch: CounterBatch,
+    deliveries: Vec<(usize, &'a Delivery<CounterEvent>)>,
 }
 
 /// The counter service's [`BatchHandler`].
@@ -131,6 +145,10 @@ pub struct CounterHandler {
     /// The epoch this instance applied under; `None` before the first batch.
     epoch: Mutex<Option<String>>,
     dirty: Mutex<Dirty>,
+    /// Partitions taken from this instance by a rebalance and not given back: what it still
+    /// applies of them (a batch in flight) is not its to flush; their new owner replays it.
+    revoked: Mutex<HashSet<i32>>,
+    last_cleanup: Mutex<Instant>,
 }
 
 fn unix_seconds(event: &CounterEvent) -> Option<f64> {
@@ -158,12 +176,13 @@ impl CounterHandler {
             metrics,
             epoch: Mutex::new(None),
             dirty: Mutex::new(Dirty::default()),
+            revoked: Mutex::new(HashSet::new()),
+            last_cleanup: Mutex::new(Instant::now()),
         }
     }
 
-    /// Turns an event into an apply command, or says why it cannot be counted.
-    fn command(&self, delivery: &Delivery<CounterEvent>) -> Result<ApplyCommand, String> {
-        let event = &delivery.message;
+    /// What an event does to its counter, or why it cannot be counted.
+    fn operation(&self, event: &CounterEvent) -> Result<(&NamespaceSettings, Operation), String> {
         let namespace = self
             .namespaces
             .get(&event.namespace)
@@ -184,13 +203,50 @@ impl CounterHandler {
                 ));
             }
         };
-        Ok(ApplyCommand {
-            namespace: event.namespace.clone(),
-            entity_id: event.entity_id.clone(),
-            partition: delivery.partition,
-            offset: delivery.offset,
-            operation,
-        })
+        Ok((namespace, operation))
+    }
+
+    /// Groups the batch by counter (in first-seen order, each counter's events in the order
+    /// they were read); events that cannot be counted become rejections.
+    fn group<'a>(
+        &self,
+        batch: &'a [Delivery<CounterEvent>],
+        rejections: &mut Vec<Rejection>,
+    ) -> Vec<CounterEvents<'a>> {
+        let mut slots: HashMap<EntityKey, usize> = HashMap::new();
+        let mut counters: Vec<CounterEvents<'a>> = Vec::new();
+        for (index, delivery) in batch.iter().enumerate() {
+            let event = &delivery.message;
+            let (namespace, operation) = match self.operation(event) {
+                Ok(found) => found,
+                Err(reason) => {
+                    rejections.push(Rejection { index, reason });
+                    continue;
+                }
+            };
+            let key = (event.namespace.clone(), event.entity_id.clone());
+            let slot = *slots.entry(key).or_insert_with(|| {
+                counters.push(CounterEvents {
+                    batch: CounterBatch {
+                        namespace: event.namespace.clone(),
+                        entity_id: event.entity_id.clone(),
+                        dedupe_window: namespace.dedupe_window(),
+                        events: Vec::new(),
+                    },
+                    deliveries: Vec::new(),
+                });
+                counters.len() - 1
+            });
+            let counter = &mut counters[slot];
+            counter.batch.events.push(EventToApply {
+                partition: delivery.partition,
+                offset: delivery.offset,
+                operation,
+                event_id: (!event.never_resent).then(|| event.event_id.clone()),
+            });
+            counter.deliveries.push((index, delivery));
+        }
+        counters
     }
 
     /// Compares Redis's epoch with ours. A changed or vanished epoch means Redis was emptied:
@@ -214,98 +270,188 @@ impl CounterHandler {
         }
     }
 
-    /// Loads the counters of these commands from the database into Redis.
-    async fn load_counters(&self, commands: &[&ApplyCommand]) -> Result<(), HandlerError> {
-        let mut by_namespace: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-        for command in commands {
+    /// Loads counters from the database into Redis; returns the ones whose row is corrupt
+    /// (not loaded, so never applied on top of a state that would count events twice).
+    async fn load_counters(
+        &self,
+        counters: &[&CounterBatch],
+    ) -> Result<HashSet<EntityKey>, HandlerError> {
+        let mut by_namespace: BTreeMap<&str, (BTreeSet<String>, Duration)> = BTreeMap::new();
+        for counter in counters {
             by_namespace
-                .entry(&command.namespace)
-                .or_default()
-                .insert(command.entity_id.clone());
+                .entry(&counter.namespace)
+                .or_insert_with(|| (BTreeSet::new(), counter.dedupe_window))
+                .0
+                .insert(counter.entity_id.clone());
         }
-        for (namespace, entity_ids) in by_namespace {
-            let entity_ids: Vec<String> = entity_ids.into_iter().collect();
+        let mut corrupt = HashSet::new();
+        for (namespace, (entity_ids, window)) in by_namespace {
             let distinct = self
                 .namespaces
                 .get(namespace)
                 .is_some_and(|n| n.kind == CounterKind::Distinct);
-            self.store
-                .load(namespace, &entity_ids, distinct)
-                .await
-                .map_err(HandlerError::retry)?;
-            self.metrics.loads.inc_by(entity_ids.len() as u64);
+            let mut entity_ids: Vec<String> = entity_ids.into_iter().collect();
+            while !entity_ids.is_empty() {
+                match self
+                    .store
+                    .load(namespace, &entity_ids, distinct, window)
+                    .await
+                {
+                    Ok(()) => {
+                        self.metrics.loads.inc_by(entity_ids.len() as u64);
+                        break;
+                    }
+                    Err(CounterStoreError::Sql(CounterSqlError::CorruptRow {
+                        entity_id,
+                        reason,
+                        ..
+                    })) => {
+                        tracing::error!(%namespace, %entity_id, %reason,
+                            "counter row is corrupt: its events go to the DLQ until it is repaired");
+                        self.metrics
+                            .corrupt_rows
+                            .with_label_values(&[namespace])
+                            .inc();
+                        entity_ids.retain(|id| *id != entity_id);
+                        corrupt.insert((namespace.to_owned(), entity_id));
+                    }
+                    Err(error) => return Err(HandlerError::retry(error)),
+                }
+            }
         }
-        Ok(())
+        Ok(corrupt)
     }
 
-    /// Applies the commands; counters Redis lacks are loaded, then their events applied again.
-    async fn apply(&self, commands: &[&ApplyCommand]) -> Result<Vec<ApplyStatus>, HandlerError> {
-        let mut statuses = self
+    /// Applies every counter's events; counters Redis lacks are loaded, then applied again.
+    /// A counter whose row is corrupt comes back `None`.
+    async fn apply(
+        &self,
+        counters: &[CounterEvents<'_>],
+    ) -> Result<Vec<Option<BatchOutcome>>, HandlerError> {
+        let batches: Vec<&CounterBatch> = counters.iter().map(|c| &c.batch).collect();
+        let mut outcomes: Vec<Option<BatchOutcome>> = self
             .store
-            .apply(commands)
+            .apply(&batches)
             .await
-            .map_err(HandlerError::retry)?;
-        let missing: Vec<usize> = (0..statuses.len())
-            .filter(|&i| statuses[i] == ApplyStatus::Missing)
+            .map_err(HandlerError::retry)?
+            .into_iter()
+            .map(Some)
+            .collect();
+        let missing: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| outcomes[i] == Some(BatchOutcome::Missing))
             .collect();
         if missing.is_empty() {
-            return Ok(statuses);
+            return Ok(outcomes);
         }
-        let again: Vec<&ApplyCommand> = missing.iter().map(|&i| commands[i]).collect();
-        self.load_counters(&again).await?;
+        let to_load: Vec<&CounterBatch> = missing.iter().map(|&i| batches[i]).collect();
+        let corrupt = self.load_counters(&to_load).await?;
+        let again: Vec<usize> = missing
+            .into_iter()
+            .filter(|&i| {
+                let key = (batches[i].namespace.clone(), batches[i].entity_id.clone());
+                if corrupt.contains(&key) {
+                    outcomes[i] = None;
+                }
+                !corrupt.contains(&key)
+            })
+            .collect();
+        let retried_batches: Vec<&CounterBatch> = again.iter().map(|&i| batches[i]).collect();
         let retried = self
             .store
-            .apply(&again)
+            .apply(&retried_batches)
             .await
             .map_err(HandlerError::retry)?;
-        for (index, status) in missing.into_iter().zip(retried) {
-            if status == ApplyStatus::Missing {
+        for (index, outcome) in again.into_iter().zip(retried) {
+            if outcome == BatchOutcome::Missing {
                 return Err(HandlerError::retry(CounterStoreError::Vanished));
             }
-            statuses[index] = status;
+            outcomes[index] = Some(outcome);
         }
-        Ok(statuses)
+        Ok(outcomes)
     }
 
     /// After an epoch change seen at the end of a batch: forget the counters this batch wrote,
     /// since they may have been loaded into the emptied Redis with part of their events.
-    async fn discard(&self, commands: &[&ApplyCommand]) {
-        let counters: Vec<(&str, &str)> = commands
+    async fn discard(&self, counters: &[CounterEvents<'_>]) {
+        let keys: Vec<(&str, &str)> = counters
             .iter()
-            .map(|command| (command.namespace.as_str(), command.entity_id.as_str()))
+            .map(|c| (c.batch.namespace.as_str(), c.batch.entity_id.as_str()))
             .collect();
-        if let Err(error) = self.store.discard(&counters).await {
+        if let Err(error) = self.store.discard(&keys).await {
             tracing::warn!(%error, "discarding counters after an epoch change failed");
         }
     }
 
-    fn mark_dirty(
-        &self,
-        deliveries: &[&Delivery<CounterEvent>],
-        commands: &[&ApplyCommand],
-        statuses: &[ApplyStatus],
-    ) {
+    /// Records what changed, per partition, for the next flush, and the outcome metrics.
+    fn mark_dirty(&self, counters: &[CounterEvents<'_>], outcomes: &[Option<BatchOutcome>]) {
         let now = now_unix_seconds();
+        let revoked = self.revoked.lock().expect("revoked lock");
         let mut dirty = self.dirty.lock().expect("dirty lock");
-        for ((delivery, command), status) in deliveries.iter().zip(commands).zip(statuses) {
-            let accepted = unix_seconds(&delivery.message);
-            let outcome = match status {
-                ApplyStatus::Applied(_) => {
-                    if let Some(accepted) = accepted {
-                        self.metrics.apply_lag.observe((now - accepted).max(0.0));
-                    }
-                    "applied"
-                }
-                _ => "replayed",
+        for (counter, outcome) in counters.iter().zip(outcomes) {
+            let Some(BatchOutcome::Done(applied)) = outcome else {
+                continue;
             };
-            self.metrics
-                .events
-                .with_label_values(&[&command.namespace, outcome])
-                .inc();
-            let key = (command.namespace.clone(), command.entity_id.clone());
-            dirty.mark(command.partition, key, command.operation.member(), accepted);
+            let namespace = counter.batch.namespace.as_str();
+            for (outcome, count) in [
+                ("applied", applied.applied),
+                ("replayed", applied.replayed),
+                ("duplicate", applied.duplicates),
+            ] {
+                self.metrics
+                    .events
+                    .with_label_values(&[namespace, outcome])
+                    .inc_by(count);
+            }
+            let key = (
+                counter.batch.namespace.clone(),
+                counter.batch.entity_id.clone(),
+            );
+            for ((_, delivery), event) in counter.deliveries.iter().zip(&counter.batch.events) {
+                if revoked.contains(&event.partition) {
+                    continue;
+                }
+                let accepted = unix_seconds(&delivery.message);
+                if applied.applied > 0
+                    && let Some(accepted) = accepted
+                {
+                    self.metrics.apply_lag.observe((now - accepted).max(0.0));
+                }
+                let change = DirtyCounter {
+                    members: event
+                        .operation
+                        .member()
+                        .map(str::to_owned)
+                        .into_iter()
+                        .collect(),
+                    event_ids: event.event_id.clone().into_iter().collect(),
+                    oldest_accepted: accepted,
+                };
+                dirty.mark(event.partition, key.clone(), &change);
+            }
         }
         self.metrics.dirty_entities.set(dirty.entity_count() as i64);
+    }
+
+    /// The events of counters that were not applied (their row is corrupt), for the DLQ.
+    fn corrupt_rejections(
+        counters: &[CounterEvents<'_>],
+        outcomes: &[Option<BatchOutcome>],
+    ) -> Vec<Rejection> {
+        counters
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .flat_map(|(counter, _)| {
+                let reason = format!(
+                    "corrupt-state: the database row of counter {}/{} cannot be read; repair it, then replay this event",
+                    counter.batch.namespace, counter.batch.entity_id
+                );
+                counter.deliveries.iter().map(move |(index, _)| Rejection {
+                    index: *index,
+                    reason: reason.clone(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -318,25 +464,16 @@ impl BatchHandler for CounterHandler {
         batch: &[Delivery<CounterEvent>],
     ) -> Result<Vec<Rejection>, HandlerError> {
         let mut rejections = Vec::new();
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut commands = Vec::with_capacity(batch.len());
-        for (index, delivery) in batch.iter().enumerate() {
-            match self.command(delivery) {
-                Ok(command) => {
-                    accepted.push(delivery);
-                    commands.push(command);
-                }
-                Err(reason) => rejections.push(Rejection { index, reason }),
-            }
-        }
+        let counters = self.group(batch, &mut rejections);
         self.check_epoch().await?;
-        let commands: Vec<&ApplyCommand> = commands.iter().collect();
-        let statuses = self.apply(&commands).await?;
+        let outcomes = self.apply(&counters).await?;
         if let Err(rewind) = self.check_epoch().await {
-            self.discard(&commands).await;
+            self.discard(&counters).await;
             return Err(rewind);
         }
-        self.mark_dirty(&accepted, &commands, &statuses);
+        faults::point(faults::COUNTER_AFTER_APPLY);
+        self.mark_dirty(&counters, &outcomes);
+        rejections.extend(Self::corrupt_rejections(&counters, &outcomes));
         Ok(rejections)
     }
 
@@ -352,16 +489,27 @@ impl BatchHandler for CounterHandler {
         self.metrics
             .dirty_entities
             .set(self.dirty.lock().expect("dirty lock").entity_count() as i64);
+        if outcome.is_ok() {
+            self.forget_old_event_ids().await;
+        }
         outcome
     }
 
-    fn on_assignment(&self, assigned: &[(String, i32)]) {
-        let owned: BTreeSet<i32> = assigned.iter().map(|(_, partition)| *partition).collect();
-        self.dirty
-            .lock()
-            .expect("dirty lock")
-            .by_partition
-            .retain(|partition, _| owned.contains(partition));
+    fn on_revoke(&self, revoked: &[(String, i32)]) {
+        let mut dirty = self.dirty.lock().expect("dirty lock");
+        let mut lost = self.revoked.lock().expect("revoked lock");
+        for (_, partition) in revoked {
+            dirty.by_partition.remove(partition);
+            lost.insert(*partition);
+        }
+        self.metrics.dirty_entities.set(dirty.entity_count() as i64);
+    }
+
+    fn on_assign(&self, assigned: &[(String, i32)]) {
+        let mut lost = self.revoked.lock().expect("revoked lock");
+        for (_, partition) in assigned {
+            lost.remove(partition);
+        }
     }
 
     fn flush_due(&self, since_last_flush: Duration) -> bool {
@@ -377,10 +525,11 @@ impl CounterHandler {
         let counters = snapshot.counters();
         let to_flush: Vec<CounterToFlush<'_>> = counters
             .iter()
-            .map(|((namespace, entity_id), (members, _))| CounterToFlush {
+            .map(|((namespace, entity_id), changes)| CounterToFlush {
                 namespace,
                 entity_id,
-                members,
+                members: &changes.members,
+                event_ids: &changes.event_ids,
             })
             .collect();
         let batch = self
@@ -394,7 +543,7 @@ impl CounterHandler {
         let now = now_unix_seconds();
         if let Some(oldest) = counters
             .values()
-            .filter_map(|(_, accepted)| *accepted)
+            .filter_map(|changes| changes.oldest_accepted)
             .reduce(f64::min)
         {
             self.metrics.flush_lag.observe((now - oldest).max(0.0));
@@ -407,6 +556,26 @@ impl CounterHandler {
             .observe(batch.values.len() as f64);
         Ok(())
     }
+
+    /// Every few minutes: deletes recorded event ids older than their namespace's window.
+    /// A failure only delays it (the rows are ignored by loads anyway).
+    async fn forget_old_event_ids(&self) {
+        {
+            let mut last = self.last_cleanup.lock().expect("cleanup lock");
+            if last.elapsed() < EVENT_ID_CLEANUP_INTERVAL {
+                return;
+            }
+            *last = Instant::now();
+        }
+        for (name, namespace) in &self.namespaces {
+            if let Err(error) =
+                sql::forget_old_event_ids(self.store.database(), name, namespace.dedupe_window())
+                    .await
+            {
+                tracing::warn!(%error, namespace = %name, "deleting old event ids failed");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -417,28 +586,40 @@ mod tests {
         ("ns".into(), entity.into())
     }
 
+    fn change(member: Option<&str>, event_id: Option<&str>, accepted: Option<f64>) -> DirtyCounter {
+        DirtyCounter {
+            members: member.map(str::to_owned).into_iter().collect(),
+            event_ids: event_id.map(str::to_owned).into_iter().collect(),
+            oldest_accepted: accepted,
+        }
+    }
+
     #[test]
     fn dirty_counters_merge_across_partitions_and_keep_the_oldest_time() {
         let mut dirty = Dirty::default();
-        dirty.mark(0, key("a"), Some("m1"), Some(10.0));
-        dirty.mark(1, key("a"), Some("m2"), Some(5.0));
-        dirty.mark(1, key("b"), None, None);
+        dirty.mark(0, key("a"), &change(Some("m1"), Some("e1"), Some(10.0)));
+        dirty.mark(1, key("a"), &change(Some("m2"), Some("e2"), Some(5.0)));
+        dirty.mark(1, key("b"), &change(None, None, None));
         let counters = dirty.counters();
         assert_eq!(counters.len(), 2);
-        let (members, oldest) = &counters[&key("a")];
-        assert_eq!(members.iter().collect::<Vec<_>>(), ["m1", "m2"]);
-        assert_eq!(*oldest, Some(5.0));
+        let a = &counters[&key("a")];
+        assert_eq!(a.members.iter().collect::<Vec<_>>(), ["m1", "m2"]);
+        let mut ids = a.event_ids.clone();
+        ids.sort();
+        assert_eq!(ids, ["e1", "e2"]);
+        assert_eq!(a.oldest_accepted, Some(5.0));
         assert_eq!(dirty.entity_count(), 3);
     }
 
     #[test]
     fn a_failed_flush_puts_its_counters_back() {
         let mut dirty = Dirty::default();
-        dirty.mark(0, key("a"), Some("m1"), Some(1.0));
+        dirty.mark(0, key("a"), &change(Some("m1"), Some("e1"), Some(1.0)));
         let snapshot = std::mem::take(&mut dirty);
-        dirty.mark(0, key("b"), None, None);
+        dirty.mark(0, key("b"), &change(None, None, None));
         dirty.merge(snapshot);
         assert_eq!(dirty.counters().len(), 2);
-        assert!(dirty.counters()[&key("a")].0.contains("m1"));
+        assert!(dirty.counters()[&key("a")].members.contains("m1"));
+        assert_eq!(dirty.counters()[&key("a")].event_ids, ["e1"]);
     }
 }

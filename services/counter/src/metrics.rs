@@ -5,12 +5,15 @@ use spillway_core::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct CounterMetrics {
-    /// Events by namespace and outcome: applied, replayed (already applied), loaded.
+    /// Events by namespace and outcome: applied, replayed (the record applied before),
+    /// duplicate (its event id applied before).
     pub events: IntCounterVec,
     /// Seconds from the event's acceptance to its apply in Redis.
     pub apply_lag: Histogram,
     /// Counters loaded back from the database into Redis.
     pub loads: IntCounter,
+    /// Counters not applied because their database row is corrupt, by namespace.
+    pub corrupt_rows: IntCounterVec,
     /// Times Redis was found emptied and the consumer rewound to its committed offsets.
     pub rebuilds: IntCounter,
     pub dirty_entities: IntGauge,
@@ -50,6 +53,16 @@ impl CounterMetrics {
             loads: counter(
                 "redis_loads_total",
                 "Counters loaded from the database into Redis",
+            ),
+            corrupt_rows: metrics.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        metrics.name("corrupt_rows_total"),
+                        "Counters whose database row could not be read (their events went to the DLQ)",
+                    ),
+                    &["namespace"],
+                )
+                .expect("valid metric"),
             ),
             rebuilds: counter(
                 "redis_rebuilds_total",

@@ -35,6 +35,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{detail}")]
     InvalidField { field: String, detail: String },
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("the body is over {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("{0}")]
@@ -122,6 +124,12 @@ impl ApiError {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-field", detail)
                     .with("field", field.as_str())
             }
+            Self::IdempotencyKeyReused(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                detail,
+            )
+            .with("field", "Idempotency-Key"),
             Self::BodyTooLarge { .. } => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", detail)
             }

@@ -33,6 +33,7 @@ use spillway_core::{
     config::{KafkaSettings, Settings},
     counters::{CounterStore, config::NamespaceSettings},
     db::Db,
+    faults,
     http::{self, OpsState},
     kafka::producer::{Delivered, EventProducer},
     queues::WaitingRooms,
@@ -71,10 +72,12 @@ impl AppState {
     /// Publishes a counter event keyed `namespace/entity_id`; returns once Kafka holds it.
     pub async fn publish_counter_event(&self, event: &CounterEvent) -> Result<Delivered, ApiError> {
         let key = format!("{}/{}", event.namespace, event.entity_id);
-        Ok(self
+        let delivered = self
             .producer
             .publish(&self.counter_topic, key.as_bytes(), event, &[])
-            .await?)
+            .await?;
+        faults::point(faults::GATEWAY_AFTER_PUBLISH);
+        Ok(delivered)
     }
 }
 

@@ -4,6 +4,7 @@ use spillway_core::{config::Settings, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _faults = spillway_core::faults::enable_from_env();
     let settings = Settings::load()?;
     telemetry::init(&settings.log);
     let application = template_warmup::Application::build(settings).await?;

@@ -7,6 +7,10 @@
 //!   `SELECT COUNT(*)` over a JOIN.
 //! - Lag at 5,000 likes/s: from the 202 to the value visible in Redis, and to the row in
 //!   the database (sampled entities, polled every 5 ms and 50 ms).
+//! - The cost of the event-id dedupe: increments with an Idempotency-Key each, through the
+//!   gateway, on a namespace that remembers ids for 24 h against one that remembers none
+//!   (`dedupe_window_seconds = 0`): requests per second, and the rate until
+//!   `counter_values` holds every one.
 //!
 //! Everything runs in this process against the real stack: the gateway and the counter
 //! service (release build), the naive handler, and the load generator.
@@ -32,9 +36,19 @@ const LAG_RATE_PER_SECOND: u64 = 5_000;
 const LAG_SECONDS: u64 = 10;
 const LAG_SAMPLE_EVERY: u64 = 10;
 
+/// A sum namespace that remembers no event ids, beside the sample ones.
+const NO_DEDUPE_NAMESPACE: &str = "
+[namespaces.views-without-dedupe]
+kind = \"sum\"
+dedupe_window_seconds = 0
+";
+
 pub async fn run() -> anyhow::Result<Report> {
     let mut report = Report::new("counters");
-    let config = TestConfig::with_sample_namespaces();
+    let config = TestConfig::new(&format!(
+        "{}{NO_DEDUPE_NAMESPACE}",
+        crate::SAMPLE_NAMESPACES
+    ));
     let database = db::connect(&config).await;
     let videos: Vec<String> = (0..1_000).map(|i| format!("video-{i}")).collect();
     db::create_videos(&database, &videos).await;
@@ -146,9 +160,84 @@ pub async fn run() -> anyhow::Result<Report> {
         &db_lag,
         "flush every 1 s or 1000 counters; 50 ms polls",
     );
+    dedupe_cost(&mut report, &api, &database).await?;
     counter.stop().await?;
     gateway.stop().await?;
     Ok(report)
+}
+
+/// Keyed increments on a namespace without and with the dedupe window, one after the other.
+async fn dedupe_cost(
+    report: &mut Report,
+    api: &Api,
+    database: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    let without_case = "keyed increments, dedupe_window_seconds = 0";
+    let (without, without_applied) =
+        keyed_increments(api, database, "views-without-dedupe").await?;
+    let (with, with_applied) = keyed_increments(api, database, "video-views").await?;
+    let without_summary = report.add(
+        without_case,
+        None,
+        &without,
+        &format!("100 clients; all in counter_values at {without_applied:.0}/s"),
+    );
+    let with_summary = report.add(
+        "keyed increments, dedupe_window_seconds = 86400",
+        Some(without_case),
+        &with,
+        &format!("100 clients; all in counter_values at {with_applied:.0}/s"),
+    );
+    report.finding(
+        "dedupe cost, keyed increments/s with the window / without",
+        format!(
+            "{:.2}x through the gateway; {:.2}x until in the database",
+            with_summary.per_second / without_summary.per_second.max(1e-9),
+            with_applied / without_applied.max(1e-9)
+        ),
+    );
+    Ok(())
+}
+
+/// 100 clients x 200 increments of 1, each with its own Idempotency-Key, on `namespace`;
+/// returns the request samples and the rate from the first request until the database
+/// holds them all.
+async fn keyed_increments(
+    api: &Api,
+    database: &DatabaseConnection,
+    namespace: &'static str,
+) -> anyhow::Result<(Samples, f64)> {
+    let started = Instant::now();
+    let load_api = api.clone();
+    let samples = closed_loop(CLIENTS, LIKES_PER_CLIENT, move |client, i| {
+        let api = load_api.clone();
+        async move {
+            let key = format!("{namespace}-{client}-{i}");
+            api.increment(namespace, &format!("video-{}", i % 1_000), 1, Some(&key))
+                .await
+                .0
+                .as_u16()
+        }
+    })
+    .await;
+    let expected = (CLIENTS * LIKES_PER_CLIENT) as i64;
+    loop {
+        let stored = db::scalar(
+            database,
+            "SELECT COALESCE(sum(value), 0)::bigint AS n FROM counter_values WHERE namespace = $1",
+            vec![namespace.into()],
+        )
+        .await;
+        if stored == expected {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "{namespace}: {stored} of {expected} increments in the database after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((samples, expected as f64 / started.elapsed().as_secs_f64()))
 }
 
 async fn read_load<F, Fut>(count: usize, request: F) -> Samples
@@ -245,7 +334,9 @@ async fn seed_big_count(config: &TestConfig, database: &DatabaseConnection) -> a
         ))
         .await?;
     let big = ["big".to_owned()];
-    store.load("video-likes", &big, false).await?;
+    store
+        .load("video-likes", &big, false, std::time::Duration::ZERO)
+        .await?;
     Ok(())
 }
 

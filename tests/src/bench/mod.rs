@@ -3,6 +3,7 @@
 //! noted, a table printed and the JSON written to `target/bench/<name>-<unix time>.json`.
 
 pub mod counters;
+pub mod peers;
 pub mod queues;
 pub mod stack;
 pub mod templates;
@@ -240,6 +241,27 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Named figures that are not latency rows (ratios, targets met).
     pub findings: Vec<(String, String)>,
+    /// Rates of the same work done by another system and by spillway (`bench peers`).
+    pub comparisons: Vec<Comparison>,
+}
+
+/// The same work done by a peer (what users would pick instead) and by spillway, in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub work: String,
+    pub peer: String,
+    /// Units of work per second (events, rows), the peer and spillway.
+    pub peer_rate: f64,
+    pub spillway_rate: f64,
+    pub unit: String,
+    pub note: String,
+}
+
+impl Comparison {
+    /// How many times the peer's rate spillway's is.
+    pub fn ratio(&self) -> f64 {
+        self.spillway_rate / self.peer_rate.max(1e-9)
+    }
 }
 
 impl Report {
@@ -250,6 +272,7 @@ impl Report {
             machine: Machine::detect(),
             rows: Vec::new(),
             findings: Vec::new(),
+            comparisons: Vec::new(),
         }
     }
 
@@ -274,6 +297,10 @@ impl Report {
         self.findings.push((name.to_owned(), value.to_string()));
     }
 
+    pub fn compare(&mut self, comparison: Comparison) {
+        self.comparisons.push(comparison);
+    }
+
     fn row(&self, case: &str) -> Option<&Row> {
         self.rows.iter().find(|row| row.case == case)
     }
@@ -290,6 +317,21 @@ impl Report {
             machine.memory_gib,
             machine.kernel
         );
+        if !self.rows.is_empty() {
+            out.push_str(&self.latency_table());
+        }
+        if !self.comparisons.is_empty() {
+            out.push_str(&self.comparison_table());
+        }
+        for (name, value) in &self.findings {
+            out.push_str(&format!("\n- {name}: {value}"));
+        }
+        out.push('\n');
+        out
+    }
+
+    fn latency_table(&self) -> String {
+        let mut out = String::new();
         out.push_str(
             "| case | n | p50 ms | p75 ms | p95 ms | p99 ms | per s | p50 vs baseline | note |\n",
         );
@@ -315,10 +357,26 @@ impl Report {
                 row.note
             ));
         }
-        for (name, value) in &self.findings {
-            out.push_str(&format!("\n- {name}: {value}"));
+        out
+    }
+
+    fn comparison_table(&self) -> String {
+        let mut out = String::from(
+            "| work | peer | peer rate | spillway rate | spillway / peer | note |\n\
+             | --- | --- | ---: | ---: | ---: | --- |\n",
+        );
+        for c in &self.comparisons {
+            out.push_str(&format!(
+                "| {} | {} | {:.0} {unit}/s | {:.0} {unit}/s | {:.2}x | {} |\n",
+                c.work,
+                c.peer,
+                c.peer_rate,
+                c.spillway_rate,
+                c.ratio(),
+                c.note,
+                unit = c.unit,
+            ));
         }
-        out.push('\n');
         out
     }
 

@@ -316,17 +316,29 @@ async fn copy_ceiling(database: &DatabaseConnection) -> anyhow::Result<f64> {
             uuid::Uuid::now_v7()
         ));
     }
+    let took = copy_in(
+        database,
+        "COPY copy_playlists (id, member_id, title, visibility) FROM STDIN (FORMAT csv)",
+        csv.as_bytes(),
+    )
+    .await?;
+    Ok(BACKLOG_ROWS as f64 / took.as_secs_f64())
+}
+
+/// Runs one `COPY ... FROM STDIN` statement with `data`; how long it took, connecting
+/// included (also the baseline of `bench peers`).
+pub(super) async fn copy_in(
+    database: &DatabaseConnection,
+    statement: &str,
+    data: &[u8],
+) -> anyhow::Result<Duration> {
     let pool = database.get_postgres_connection_pool();
     let started = Instant::now();
     let mut connection = pool.acquire().await?;
-    let mut copy = connection
-        .copy_in_raw(
-            "COPY copy_playlists (id, member_id, title, visibility) FROM STDIN (FORMAT csv)",
-        )
-        .await?;
-    copy.send(csv.as_bytes()).await?;
+    let mut copy = connection.copy_in_raw(statement).await?;
+    copy.send(data).await?;
     copy.finish().await?;
-    Ok(BACKLOG_ROWS as f64 / started.elapsed().as_secs_f64())
+    Ok(started.elapsed())
 }
 
 const STATEMENT_BATCH_ROWS: usize = 5_000;

@@ -6,16 +6,18 @@ use spillway_tests::bench;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let name = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.first().cloned().unwrap_or_default();
     let report = match name.as_str() {
         "stack" => bench::stack::run().await?,
         "counters" => bench::counters::run().await?,
         "batch-writer" => bench::writes::run().await?,
         "templates" => bench::templates::run().await?,
+        "peers" => bench::peers::run(&args[1..]).await?,
         "reads" | "views" | "queues" => reads(&name).await?,
         other => bail!(
             "unknown benchmark `{other}`; known: stack, counters, batch-writer, templates, \
-             reads (views and queues)"
+             reads (views and queues), peers"
         ),
     };
     report.publish()?;

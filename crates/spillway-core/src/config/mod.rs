@@ -8,13 +8,10 @@
 //! [`Settings`] only aggregates: the infrastructure and service sections live in
 //! [`sections`], each feature's settings in the feature (`counters::config`,
 //! `sinks::config`, `views::config`, `queues::config`, `templates::config`), and the
-//! checks and leaf types they share in [`check`], [`secret`] and [`read_rule`], which depend
-//! on nothing. Imports go one way:
-//! `config` -> feature -> `config::check`.
+//! checks and leaf types they share in [`crate::check`], [`crate::secret`] and
+//! [`crate::read_rule`], which depend on nothing in the crate. Imports go one way: `config` ->
+//! feature -> `check`.
 
-pub mod check;
-pub mod read_rule;
-pub mod secret;
 pub mod sections;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -25,9 +22,11 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use check::{ConfigError, identifier};
-pub use read_rule::ReadRule;
-pub use secret::Secret;
+pub use crate::{
+    check::{ConfigError, identifier},
+    read_rule::ReadRule,
+    secret::Secret,
+};
 pub use sections::{
     BatchWriterSettings, CounterSettings, DatabaseSettings, GatewaySettings, KafkaSettings,
     LogFormat, LogSettings, RedisSettings, S3Settings, TemplateWarmupSettings, TopicSettings,
@@ -54,7 +53,7 @@ pub struct Settings {
     /// The service runs on the local stack (`SPILLWAY_LOCAL_STACK=1`, set by `cargo xtask`
     /// for what it starts, and by the tests): only then are the published sample secrets
     /// accepted.
-    #[serde(deserialize_with = "check::flag")]
+    #[serde(deserialize_with = "crate::check::flag")]
     pub local_stack: bool,
     pub log: LogSettings,
     pub kafka: KafkaSettings,
@@ -92,7 +91,7 @@ impl Settings {
         let settings: Settings = Figment::new()
             .merge(Toml::file(path))
             .extract()
-            .map_err(check::parse_error)?;
+            .map_err(crate::check::parse_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -119,7 +118,10 @@ impl Settings {
             .split("__")
             .ignore(&["config"])
             .lowercase(true);
-        let settings: Settings = figment.merge(env).extract().map_err(check::parse_error)?;
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(crate::check::parse_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -157,7 +159,7 @@ impl Settings {
     /// A Kafka outage must be answered as such before the gateway's request deadline.
     fn check_produce_timeout(&self) -> Result<(), ConfigError> {
         if self.kafka.produce_timeout_ms + 250 > self.gateway.request_deadline_ms {
-            return Err(check::invalid(
+            return Err(crate::check::invalid(
                 "kafka.produce_timeout_ms",
                 format!(
                     "{} must stay at least 250 ms below gateway.request_deadline_ms ({}) so a \
@@ -184,7 +186,7 @@ impl Settings {
             ),
         ] {
             if secret.is_sample() {
-                return Err(check::invalid(
+                return Err(crate::check::invalid(
                     key,
                     format!(
                         "this is a sample secret published with spillway, accepted on the local \
@@ -276,7 +278,7 @@ mod tests {
 
     #[test]
     fn sample_secrets_are_refused_outside_the_local_stack() {
-        for sample in secret::SAMPLE_SECRETS {
+        for sample in crate::secret::SAMPLE_SECRETS {
             let mut settings = Settings {
                 jwt_secret: Secret::new(sample),
                 ..Settings::default()

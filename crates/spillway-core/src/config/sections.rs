@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
+use crate::{
     check::{ConfigError, in_range, non_empty, url_scheme},
     secret::Secret,
 };
@@ -197,7 +197,7 @@ impl DatabaseSettings {
             self.url.expose(),
             &["postgres", "postgresql"],
         )?;
-        super::check::identifier("database.schema", &self.schema)?;
+        crate::check::identifier("database.schema", &self.schema)?;
         in_range(
             "database.max_connections",
             u64::from(self.max_connections),
@@ -242,7 +242,7 @@ fn listen_address(key: &str, listen: &str) -> Result<(), ConfigError> {
     listen
         .parse::<std::net::SocketAddr>()
         .map(|_| ())
-        .map_err(|e| super::check::invalid(key, format!("`{listen}` is not host:port ({e})")))
+        .map_err(|e| crate::check::invalid(key, format!("`{listen}` is not host:port ({e})")))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -293,7 +293,7 @@ impl GatewaySettings {
 /// An origin as a browser sends it: `scheme://host[:port]`, nothing after.
 fn cors_origin(origin: &str) -> Result<(), ConfigError> {
     let refuse = |reason: &str| {
-        Err(super::check::invalid(
+        Err(crate::check::invalid(
             "gateway.cors_origins",
             format!("`{origin}` {reason}; write an origin as `https://app.example[:port]`"),
         ))

@@ -1,9 +1,11 @@
 //! What the user writes for a counter namespace (`[namespaces.<name>]`): how it counts and
 //! which column of the user's own table mirrors its values.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::config::check::{ConfigError, NameRule, identifier, invalid};
+use crate::check::{ConfigError, NameRule, identifier, in_range, invalid};
 
 /// Namespace names: they appear in URLs, Kafka keys and Redis hash tags.
 pub const NAMESPACE_NAME: NameRule = NameRule {
@@ -40,7 +42,21 @@ pub struct NamespaceSettings {
     /// Also keep a column of the user's own table current.
     #[serde(default)]
     pub mirror: Option<MirrorSettings>,
+    /// How long an applied event's id is remembered: an event re-sent with the same id (an
+    /// Idempotency-Key retried, an outside producer's retry) within it counts once. Each
+    /// remembered id costs about 100 bytes in Redis and a few in PostgreSQL; 0 keeps none
+    /// (only the consumer's own replays are then absorbed).
+    #[serde(default = "default_dedupe_window_seconds")]
+    pub dedupe_window_seconds: u64,
 }
+
+/// 24 hours, the window payment APIs give an Idempotency-Key.
+fn default_dedupe_window_seconds() -> u64 {
+    24 * 3_600
+}
+
+/// The longest dedupe window: 30 days.
+const MAX_DEDUPE_WINDOW_SECONDS: u64 = 30 * 24 * 3_600;
 
 /// `UPDATE <table> SET <column> = value WHERE <key_column> = entity_id::<key_type>`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -63,6 +79,10 @@ fn default_key_type() -> String {
 }
 
 impl NamespaceSettings {
+    pub fn dedupe_window(&self) -> Duration {
+        Duration::from_secs(self.dedupe_window_seconds)
+    }
+
     /// Checks one `[namespaces.<name>]` entry.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let key = format!("namespaces.{name}");
@@ -73,6 +93,11 @@ impl NamespaceSettings {
                 "only a `sum` namespace takes increments; a like always needs a member",
             ));
         }
+        in_range(
+            &format!("{key}.dedupe_window_seconds"),
+            self.dedupe_window_seconds,
+            0..=MAX_DEDUPE_WINDOW_SECONDS,
+        )?;
         if let Some(mirror) = &self.mirror {
             identifier(&format!("{key}.mirror.table"), &mirror.table)?;
             identifier(&format!("{key}.mirror.column"), &mirror.column)?;
@@ -105,11 +130,8 @@ mod tests {
 
     #[test]
     fn a_bad_namespace_names_its_key() {
-        let namespace = NamespaceSettings {
-            kind: CounterKind::Sum,
-            anonymous_increments: false,
-            mirror: None,
-        };
+        let namespace: NamespaceSettings = toml::from_str("kind = \"sum\"").unwrap();
+        assert_eq!(namespace.dedupe_window(), Duration::from_secs(86_400));
         let error = namespace.validate("a b").unwrap_err().to_string();
         assert!(error.contains("`namespaces.a b`"), "{error}");
         namespace.validate("video-views").unwrap();

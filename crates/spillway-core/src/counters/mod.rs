@@ -12,7 +12,9 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
-pub use store::{ApplyCommand, ApplyStatus, CounterStore, CounterStoreError, Operation};
+pub use store::{
+    Applied, BatchOutcome, CounterBatch, CounterStore, CounterStoreError, EventToApply, Operation,
+};
 
 /// Source partition -> the last offset of that partition a counter's value includes.
 pub type AppliedOffsets = BTreeMap<i32, i64>;

@@ -7,7 +7,10 @@
 //! is updated only for the counters whose value was written, so an older value never lands
 //! over a newer one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 use serde::Serialize;
@@ -132,6 +135,53 @@ pub async fn load_members(
     Ok(members)
 }
 
+/// The event ids some counters of one namespace applied within the last `window`, with
+/// when each was recorded (unix ms).
+pub async fn load_recent_event_ids(
+    db: &impl ConnectionTrait,
+    namespace: &str,
+    entity_ids: &[String],
+    window: Duration,
+) -> Result<HashMap<String, Vec<(i64, String)>>, DbErr> {
+    let query = statement(
+        "SELECT entity_id, (extract(epoch FROM recorded_at) * 1000)::bigint AS recorded_ms, \
+                unnest(event_ids) AS event_id \
+         FROM counter_recent_events \
+         WHERE namespace = $1 AND entity_id IN (SELECT jsonb_array_elements_text($2::jsonb)) \
+           AND recorded_at > now() - make_interval(secs => $3)",
+        [
+            namespace.into(),
+            json_list(entity_ids),
+            window.as_secs_f64().into(),
+        ],
+    );
+    let mut ids: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for row in db.query_all_raw(query).await? {
+        ids.entry(row.try_get("", "entity_id")?).or_default().push((
+            row.try_get("", "recorded_ms")?,
+            row.try_get("", "event_id")?,
+        ));
+    }
+    Ok(ids)
+}
+
+/// Deletes the recorded event ids of a namespace older than its window; returns how many
+/// rows went.
+pub async fn forget_old_event_ids(
+    db: &DatabaseConnection,
+    namespace: &str,
+    window: Duration,
+) -> Result<u64, DbErr> {
+    let deleted = db
+        .execute_raw(statement(
+            "DELETE FROM counter_recent_events \
+             WHERE namespace = $1 AND recorded_at < now() - make_interval(secs => $2)",
+            [namespace.into(), window.as_secs_f64().into()],
+        ))
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// A counter's value and whether `member` is counted, by the database in one query (the
 /// fallback while Redis does not hold the counter). A counter never counted is 0.
 pub async fn value_and_membership(
@@ -170,12 +220,21 @@ pub struct MemberRow {
     pub member: String,
 }
 
+/// The event ids one counter applied since its last flush.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventIdsRow {
+    pub namespace: String,
+    pub entity_id: String,
+    pub event_ids: Vec<String>,
+}
+
 /// What one flush writes.
 #[derive(Debug, Default)]
 pub struct FlushBatch {
     pub values: Vec<ValueRow>,
     pub members_in: Vec<MemberRow>,
     pub members_out: Vec<MemberRow>,
+    pub event_ids: Vec<EventIdsRow>,
 }
 
 const UPSERT_VALUES: &str = "\
@@ -202,6 +261,11 @@ DELETE FROM counter_members AS m
 USING jsonb_to_recordset($1::jsonb) AS x(namespace text, entity_id text, member text)
 WHERE m.namespace = x.namespace AND m.entity_id = x.entity_id AND m.member = x.member";
 
+const INSERT_EVENT_IDS: &str = "\
+INSERT INTO counter_recent_events (namespace, entity_id, event_ids)
+SELECT x.namespace, x.entity_id, ARRAY(SELECT jsonb_array_elements_text(x.event_ids))
+FROM jsonb_to_recordset($1::jsonb) AS x(namespace text, entity_id text, event_ids jsonb)";
+
 fn json_param<T: Serialize>(rows: &[T]) -> sea_orm::Value {
     serde_json::to_value(rows).unwrap_or_default().into()
 }
@@ -225,7 +289,9 @@ struct MirrorRow {
     value: i64,
 }
 
-/// Writes one flush in one transaction.
+/// Writes one flush in one transaction: values (over older versions only), mirrors, members
+/// and the flush's new event ids, so the database's dedupe state is as durable as its
+/// values.
 pub async fn write_flush(
     db: &DatabaseConnection,
     namespaces: &BTreeMap<String, NamespaceSettings>,
@@ -267,6 +333,11 @@ pub async fn write_flush(
     if !batch.members_out.is_empty() {
         transaction
             .execute_raw(statement(DELETE_MEMBERS, [json_param(&batch.members_out)]))
+            .await?;
+    }
+    if !batch.event_ids.is_empty() {
+        transaction
+            .execute_raw(statement(INSERT_EVENT_IDS, [json_param(&batch.event_ids)]))
             .await?;
     }
     transaction.commit().await

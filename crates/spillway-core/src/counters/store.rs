@@ -13,11 +13,11 @@ use std::{
 };
 
 use deadpool_redis::{Connection, Pool};
-use sea_orm::DatabaseConnection;
+use sea_orm::{AccessMode, DatabaseConnection, IsolationLevel, TransactionTrait};
 
 use super::{
     AppliedOffsets,
-    sql::{self, CounterRow, CounterSqlError, FlushBatch, MemberRow, ValueRow},
+    sql::{self, CounterRow, CounterSqlError, EventIdsRow, FlushBatch, MemberRow, ValueRow},
 };
 use crate::redis::{Keys, RedisError, query_with_scripts, with_timeout};
 
@@ -28,8 +28,8 @@ pub const VERSION_FIELD: &str = "ver";
 /// `o:<partition>`: the last offset of that partition the value includes.
 pub const OFFSET_FIELD_PREFIX: &str = "o:";
 
-/// Members added to Redis per SADD while loading a large set.
-const MEMBER_LOAD_CHUNK: usize = 5_000;
+/// Members or ids added to Redis per command while loading a large set.
+const LOAD_CHUNK: usize = 5_000;
 
 /// Applies one counter event exactly once (see the script's header).
 static COUNTER_APPLY: LazyLock<redis::Script> =
@@ -54,16 +54,7 @@ impl From<sea_orm::DbErr> for CounterStoreError {
     }
 }
 
-/// One event, ready for the apply script.
-#[derive(Debug, Clone)]
-pub struct ApplyCommand {
-    pub namespace: String,
-    pub entity_id: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub operation: Operation,
-}
-
+/// What an event does to its counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     AddMember(String),
@@ -72,11 +63,11 @@ pub enum Operation {
 }
 
 impl Operation {
-    fn script_args(&self) -> (&'static str, &str, i64) {
+    fn script_args(&self) -> (&'static str, String) {
         match self {
-            Operation::AddMember(member) => ("add", member, 0),
-            Operation::RemoveMember(member) => ("remove", member, 0),
-            Operation::Increment(delta) => ("incr", "", *delta),
+            Operation::AddMember(member) => ("add", member.clone()),
+            Operation::RemoveMember(member) => ("remove", member.clone()),
+            Operation::Increment(delta) => ("incr", delta.to_string()),
         }
     }
 
@@ -88,23 +79,70 @@ impl Operation {
     }
 }
 
-/// What the apply script did with one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyStatus {
-    /// Redis does not hold this counter: load it from the database, then apply again.
-    Missing,
-    /// Applied now; the value after it.
-    Applied(i64),
-    /// Applied before (a replay); nothing changed.
-    Replayed(i64),
+/// One event of a counter, ready for the apply script.
+#[derive(Debug, Clone)]
+pub struct EventToApply {
+    pub partition: i32,
+    pub offset: i64,
+    pub operation: Operation,
+    /// The id to remember for the dedupe window; `None` when the producer never re-sends it.
+    pub event_id: Option<String>,
 }
 
-fn status(code: i64, value: i64) -> ApplyStatus {
-    match code {
-        0 => ApplyStatus::Missing,
-        1 => ApplyStatus::Applied(value),
-        _ => ApplyStatus::Replayed(value),
+/// The events of one consumer batch for one counter, in the order they were read: applied
+/// in one script call.
+#[derive(Debug, Clone)]
+pub struct CounterBatch {
+    pub namespace: String,
+    pub entity_id: String,
+    pub dedupe_window: Duration,
+    pub events: Vec<EventToApply>,
+}
+
+/// What the apply script did with one counter's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Redis does not hold this counter (nothing changed): load it, then apply again.
+    Missing,
+    Done(Applied),
+}
+
+/// How a counter's events fared, and its value after them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub value: i64,
+    /// Applied now.
+    pub applied: u64,
+    /// Re-deliveries of records applied before (a consumer's replay): nothing changed.
+    pub replayed: u64,
+    /// Events whose id the dedupe window holds (re-sent): only the offset moved.
+    pub duplicates: u64,
+}
+
+fn outcome(reply: (i64, i64, u64, u64, u64)) -> BatchOutcome {
+    let (code, value, applied, replayed, duplicates) = reply;
+    if code == 0 {
+        return BatchOutcome::Missing;
     }
+    BatchOutcome::Done(Applied {
+        value,
+        applied,
+        replayed,
+        duplicates,
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// What the database holds of some counters, read for a load.
+#[derive(Debug, Default)]
+struct StoredCounters {
+    rows: HashMap<String, CounterRow>,
+    members: HashMap<String, Vec<String>>,
+    /// Entity -> (recorded at, unix ms; event id).
+    event_ids: HashMap<String, Vec<(i64, String)>>,
 }
 
 /// A dirty counter to read for a flush, with the members whose membership changed.
@@ -113,6 +151,8 @@ pub struct CounterToFlush<'a> {
     pub namespace: &'a str,
     pub entity_id: &'a str,
     pub members: &'a BTreeSet<String>,
+    /// The ids recorded for the dedupe window since the last flush.
+    pub event_ids: &'a [String],
 }
 
 /// Counters in Redis, the database behind them.
@@ -206,140 +246,131 @@ impl CounterStore {
         Ok(values)
     }
 
-    /// Claims an Idempotency-Key of one counter; false when an earlier request with it was
-    /// accepted.
-    pub async fn claim_idempotency_key(
+    /// A sum counter's value, and the delta an earlier increment with this Idempotency-Key
+    /// was acknowledged with, if this gateway or another remembers one (one round trip).
+    pub async fn value_and_remembered_increment(
         &self,
         namespace: &str,
         entity_id: &str,
-        key: &str,
-        ttl: Duration,
-    ) -> Result<bool, CounterStoreError> {
+        idempotency_key: &str,
+    ) -> Result<(i64, Option<i64>), CounterStoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline.hget(self.keys.counter(namespace, entity_id), VALUE_FIELD);
+        pipeline.get(
+            self.keys
+                .counter_idempotency(namespace, entity_id, idempotency_key),
+        );
         let mut connection = self.connection().await?;
-        let claimed: Option<String> = with_timeout(
-            self.timeout,
-            redis::cmd("SET")
-                .arg(self.keys.counter_idempotency(namespace, entity_id, key))
-                .arg("accepted")
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl.as_secs())
-                .query_async(&mut connection),
-        )
-        .await?;
-        Ok(claimed.is_some())
+        let (value, remembered): (Option<i64>, Option<i64>) =
+            with_timeout(self.timeout, pipeline.query_async(&mut connection)).await?;
+        drop(connection);
+        let value = match value {
+            Some(value) => value,
+            None => {
+                sql::value_and_membership(&self.db, namespace, entity_id, "")
+                    .await?
+                    .0
+            }
+        };
+        Ok((value, remembered))
     }
 
-    /// Frees a key whose request was not accepted (Kafka refused it), so a retry counts.
-    pub async fn release_idempotency_key(
+    /// Remembers, after the broker acknowledged it, that an increment with this
+    /// Idempotency-Key was accepted with `delta`: a retry is then answered without publishing
+    /// again. Only a shortcut: the counter's dedupe by event id is what counts it once.
+    pub async fn remember_increment(
         &self,
         namespace: &str,
         entity_id: &str,
-        key: &str,
+        idempotency_key: &str,
+        delta: i64,
+        window: Duration,
     ) -> Result<(), CounterStoreError> {
+        if window.is_zero() {
+            return Ok(());
+        }
         let mut connection = self.connection().await?;
         with_timeout(
             self.timeout,
-            redis::cmd("DEL")
-                .arg(self.keys.counter_idempotency(namespace, entity_id, key))
-                .query_async::<i64>(&mut connection),
+            redis::cmd("SET")
+                .arg(
+                    self.keys
+                        .counter_idempotency(namespace, entity_id, idempotency_key),
+                )
+                .arg(delta)
+                .arg("PX")
+                .arg(millis(window))
+                .query_async::<()>(&mut connection),
         )
         .await?;
         Ok(())
     }
 
-    /// Applies the commands in order, in one pipeline; counters Redis does not hold come
-    /// back [`ApplyStatus::Missing`]. A Redis that lost the script (restarted) gets it
-    /// loaded again and the pipeline re-sent: replays change nothing.
+    /// Applies each counter's batch with one script call, all in one pipeline; a counter
+    /// Redis does not hold comes back [`BatchOutcome::Missing`], unchanged. A Redis that lost
+    /// the script (restarted) gets it loaded again and the pipeline re-sent: replays change
+    /// nothing. Each call touches the keys of one counter only (one hash tag, one slot).
     pub async fn apply(
         &self,
-        commands: &[&ApplyCommand],
-    ) -> Result<Vec<ApplyStatus>, CounterStoreError> {
-        if commands.is_empty() {
+        batches: &[&CounterBatch],
+    ) -> Result<Vec<BatchOutcome>, CounterStoreError> {
+        if batches.is_empty() {
             return Ok(Vec::new());
         }
-        let pipeline = self.apply_pipeline(commands);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut pipeline = redis::pipe();
+        for batch in batches {
+            self.add_apply_call(&mut pipeline, batch, now_ms);
+        }
         let mut connection = self.connection().await?;
-        let replies: Vec<(i64, i64)> = with_timeout(
+        let replies: Vec<(i64, i64, u64, u64, u64)> = with_timeout(
             self.timeout,
             query_with_scripts(&mut connection, &pipeline, &[&COUNTER_APPLY]),
         )
         .await?;
-        Ok(replies
-            .into_iter()
-            .map(|(code, value)| status(code, value))
-            .collect())
+        Ok(replies.into_iter().map(outcome).collect())
     }
 
-    fn apply_pipeline(&self, commands: &[&ApplyCommand]) -> redis::Pipeline {
-        let mut pipeline = redis::pipe();
-        for command in commands {
-            let (operation, member, delta) = command.operation.script_args();
-            pipeline
-                .cmd("EVALSHA")
-                .arg(COUNTER_APPLY.get_hash())
-                .arg(2)
-                .arg(self.keys.counter(&command.namespace, &command.entity_id))
-                .arg(
-                    self.keys
-                        .counter_members(&command.namespace, &command.entity_id),
-                )
-                .arg(command.partition)
-                .arg(command.offset)
+    fn add_apply_call(&self, pipeline: &mut redis::Pipeline, batch: &CounterBatch, now_ms: i64) {
+        let (namespace, entity_id) = (batch.namespace.as_str(), batch.entity_id.as_str());
+        let call = pipeline
+            .cmd("EVALSHA")
+            .arg(COUNTER_APPLY.get_hash())
+            .arg(3)
+            .arg(self.keys.counter(namespace, entity_id))
+            .arg(self.keys.counter_members(namespace, entity_id))
+            .arg(self.keys.counter_event_ids(namespace, entity_id))
+            .arg(now_ms)
+            .arg(millis(batch.dedupe_window));
+        for event in &batch.events {
+            let (operation, argument) = event.operation.script_args();
+            call.arg(event.partition)
+                .arg(event.offset)
                 .arg(operation)
-                .arg(member)
-                .arg(delta);
+                .arg(argument)
+                .arg(event.event_id.as_deref().unwrap_or(""));
         }
-        pipeline
     }
 
     /// Puts the database state of some counters of one namespace into Redis, for each one
-    /// that Redis does not hold already: two queries and one Redis pipeline, whatever the
-    /// number. Members are staged, then swapped in by `counter_load.lua` with the hash,
-    /// atomically.
+    /// that Redis does not hold already: one read-only snapshot of the database (value,
+    /// members, recent event ids, consistent with each other) and one Redis pipeline,
+    /// whatever the number. Members and ids are staged, then swapped in by
+    /// `counter_load.lua` with the hash, atomically. A counter whose row is corrupt fails
+    /// the whole load with [`CounterSqlError::CorruptRow`] naming it.
     pub async fn load(
         &self,
         namespace: &str,
         entity_ids: &[String],
         distinct: bool,
+        dedupe_window: Duration,
     ) -> Result<(), CounterStoreError> {
-        let rows = sql::load_rows(&self.db, namespace, entity_ids).await?;
-        let with_rows: Vec<String> = entity_ids
-            .iter()
-            .filter(|id| rows.contains_key(*id))
-            .cloned()
-            .collect();
-        let members = if distinct && !with_rows.is_empty() {
-            sql::load_members(&self.db, namespace, &with_rows).await?
-        } else {
-            HashMap::new()
-        };
+        let stored = self
+            .read_stored(namespace, entity_ids, distinct, dedupe_window)
+            .await?;
         let mut pipeline = redis::pipe();
-        let default_row = CounterRow::default();
         for entity_id in entity_ids {
-            let staging_key = format!("{}:load", self.keys.counter(namespace, entity_id));
-            for chunk in members
-                .get(entity_id)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .chunks(MEMBER_LOAD_CHUNK)
-            {
-                pipeline.sadd(&staging_key, chunk).ignore();
-            }
-            let row = rows.get(entity_id).unwrap_or(&default_row);
-            let command = pipeline
-                .cmd("EVALSHA")
-                .arg(COUNTER_LOAD.get_hash())
-                .arg(3)
-                .arg(self.keys.counter(namespace, entity_id))
-                .arg(self.keys.counter_members(namespace, entity_id))
-                .arg(&staging_key)
-                .arg(row.value)
-                .arg(row.version);
-            for (partition, offset) in &row.applied_offsets {
-                command.arg(partition).arg(offset);
-            }
-            command.ignore();
+            self.add_load_calls(&mut pipeline, namespace, entity_id, &stored);
         }
         let mut connection = self.connection().await?;
         with_timeout(
@@ -348,6 +379,82 @@ impl CounterStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// The database state of some counters, read in one repeatable-read snapshot, so the
+    /// ids and members never include an event the value does not (that would drop it).
+    async fn read_stored(
+        &self,
+        namespace: &str,
+        entity_ids: &[String],
+        distinct: bool,
+        dedupe_window: Duration,
+    ) -> Result<StoredCounters, CounterStoreError> {
+        let snapshot = self
+            .db
+            .begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await?;
+        let rows = sql::load_rows(&snapshot, namespace, entity_ids).await?;
+        let with_rows: Vec<String> = entity_ids
+            .iter()
+            .filter(|id| rows.contains_key(*id))
+            .cloned()
+            .collect();
+        let mut stored = StoredCounters {
+            rows,
+            ..StoredCounters::default()
+        };
+        if !with_rows.is_empty() {
+            if distinct {
+                stored.members = sql::load_members(&snapshot, namespace, &with_rows).await?;
+            }
+            if !dedupe_window.is_zero() {
+                stored.event_ids =
+                    sql::load_recent_event_ids(&snapshot, namespace, &with_rows, dedupe_window)
+                        .await?;
+            }
+        }
+        snapshot.commit().await?;
+        Ok(stored)
+    }
+
+    fn add_load_calls(
+        &self,
+        pipeline: &mut redis::Pipeline,
+        namespace: &str,
+        entity_id: &str,
+        stored: &StoredCounters,
+    ) {
+        let staged_members = self.keys.counter_loading(namespace, entity_id, "m");
+        let staged_ids = self.keys.counter_loading(namespace, entity_id, "e");
+        let members = stored.members.get(entity_id).map(Vec::as_slice);
+        for chunk in members.unwrap_or_default().chunks(LOAD_CHUNK) {
+            pipeline.sadd(&staged_members, chunk).ignore();
+        }
+        let event_ids = stored.event_ids.get(entity_id).map(Vec::as_slice);
+        for chunk in event_ids.unwrap_or_default().chunks(LOAD_CHUNK) {
+            pipeline.zadd_multiple(&staged_ids, chunk).ignore();
+        }
+        let default_row = CounterRow::default();
+        let row = stored.rows.get(entity_id).unwrap_or(&default_row);
+        let call = pipeline
+            .cmd("EVALSHA")
+            .arg(COUNTER_LOAD.get_hash())
+            .arg(5)
+            .arg(self.keys.counter(namespace, entity_id))
+            .arg(self.keys.counter_members(namespace, entity_id))
+            .arg(&staged_members)
+            .arg(self.keys.counter_event_ids(namespace, entity_id))
+            .arg(&staged_ids)
+            .arg(row.value)
+            .arg(row.version);
+        for (partition, offset) in &row.applied_offsets {
+            call.arg(partition).arg(offset);
+        }
+        call.ignore();
     }
 
     /// The value identifying "this Redis, since it was last found empty", created when
@@ -377,7 +484,8 @@ impl CounterStore {
         for (namespace, entity_id) in counters {
             pipeline
                 .del(self.keys.counter(namespace, entity_id))
-                .del(self.keys.counter_members(namespace, entity_id));
+                .del(self.keys.counter_members(namespace, entity_id))
+                .del(self.keys.counter_event_ids(namespace, entity_id));
         }
         let mut connection = self.connection().await?;
         with_timeout(self.timeout, pipeline.query_async::<()>(&mut connection)).await?;
@@ -422,6 +530,13 @@ impl CounterStore {
             batch
                 .values
                 .push(value_row(counter.namespace, counter.entity_id, &fields));
+            if !counter.event_ids.is_empty() {
+                batch.event_ids.push(EventIdsRow {
+                    namespace: counter.namespace.to_owned(),
+                    entity_id: counter.entity_id.to_owned(),
+                    event_ids: counter.event_ids.to_vec(),
+                });
+            }
             for (member, is_member) in counter.members.iter().zip(memberships) {
                 let row = MemberRow {
                     namespace: counter.namespace.to_owned(),
@@ -465,16 +580,23 @@ mod tests {
     fn script_arguments_say_what_to_do() {
         assert_eq!(
             Operation::AddMember("a".into()).script_args(),
-            ("add", "a", 0)
+            ("add", "a".into())
         );
         assert_eq!(
             Operation::RemoveMember("a".into()).script_args(),
-            ("remove", "a", 0)
+            ("remove", "a".into())
         );
-        assert_eq!(Operation::Increment(7).script_args(), ("incr", "", 7));
-        assert_eq!(status(0, 0), ApplyStatus::Missing);
-        assert_eq!(status(1, 5), ApplyStatus::Applied(5));
-        assert_eq!(status(2, 5), ApplyStatus::Replayed(5));
+        assert_eq!(Operation::Increment(7).script_args(), ("incr", "7".into()));
+        assert_eq!(outcome((0, 0, 0, 0, 0)), BatchOutcome::Missing);
+        assert_eq!(
+            outcome((1, 5, 2, 1, 1)),
+            BatchOutcome::Done(Applied {
+                value: 5,
+                applied: 2,
+                replayed: 1,
+                duplicates: 1
+            })
+        );
     }
 
     #[test]

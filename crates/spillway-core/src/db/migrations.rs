@@ -8,7 +8,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CounterTables), Box::new(TemplateTables)]
+        vec![
+            Box::new(CounterTables),
+            Box::new(TemplateTables),
+            Box::new(CounterRecentEvents),
+        ]
     }
 }
 
@@ -76,5 +80,30 @@ impl MigrationTrait for TemplateTables {
             "DROP TABLE template_copies;\nDROP TABLE template_objects;\nDROP TABLE templates;\n",
         )
         .await
+    }
+}
+
+/// `counter_recent_events`: the event ids each counter applied within its dedupe window, so
+/// the dedupe survives the loss of Redis.
+struct CounterRecentEvents;
+
+impl MigrationName for CounterRecentEvents {
+    fn name(&self) -> &str {
+        "m0003_counter_recent_events"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CounterRecentEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            include_str!("../../sql/m0003_counter_recent_events.up.sql"),
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE counter_recent_events;\n").await
     }
 }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{KafkaError, base_config, dlq};
 use crate::{
+    faults,
     metrics::Metrics,
     wire::{self, WireMessage},
 };
@@ -106,9 +107,13 @@ pub trait BatchHandler: Send + Sync + 'static {
     /// must outlive the commit). Failures here must not matter for correctness.
     async fn after_store(&self) {}
 
-    /// Called after a rebalance with the partitions this consumer now owns, so the handler can
-    /// drop state of partitions it lost (their new owner replays them).
-    fn on_assignment(&self, _assigned: &[(String, i32)]) {}
+    /// Called inside the rebalance, before `revoked` are given up: the handler drops what it
+    /// holds of them and does not make it durable later (their next owner replays it from the
+    /// committed offset). The loop drops their buffered messages and pending offsets too.
+    fn on_revoke(&self, _revoked: &[(String, i32)]) {}
+
+    /// Called inside the rebalance with the partitions this consumer now owns (again).
+    fn on_assign(&self, _assigned: &[(String, i32)]) {}
 
     /// Whether to flush now, given the time since the last flush. Default: after every batch.
     fn flush_due(&self, _since_last_flush: Duration) -> bool {
@@ -129,10 +134,28 @@ pub struct ConsumerSettings {
     pub max_batch_bytes: usize,
 }
 
-/// Tracks rebalances and exports lag from librdkafka's statistics.
+/// The handler's side of a rebalance, called from the consumer's poll.
+type PartitionsHook = Box<dyn Fn(&[(String, i32)]) + Send + Sync>;
+
+/// Tracks rebalances (telling the handler at once) and exports lag from librdkafka's
+/// statistics.
 pub struct LoopContext {
+    /// Partitions revoked since the loop last looked: what was received of them before the
+    /// revoke is stale (its pending offsets and buffered messages must go) even when the same
+    /// rebalance assigned them back; what arrives after it is fresh (fetched again from the
+    /// committed offset).
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
     rebalanced: AtomicBool,
     metrics: Metrics,
+    on_revoke: PartitionsHook,
+    on_assign: PartitionsHook,
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|element| (element.topic().to_owned(), element.partition()))
+        .collect()
 }
 
 impl ClientContext for LoopContext {
@@ -152,14 +175,23 @@ impl ClientContext for LoopContext {
 
 impl ConsumerContext for LoopContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
+        if let Rebalance::Revoke(list) = rebalance {
             tracing::info!(
-                count = partitions.count(),
+                count = list.count(),
                 "partitions revoked: committing stored offsets"
             );
             commit_stored(consumer);
+            let revoked = partitions(list);
+            (self.on_revoke)(&revoked);
+            self.revoked.lock().expect("revoked lock").extend(revoked);
         }
         self.rebalanced.store(true, Ordering::SeqCst);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            (self.on_assign)(&partitions(list));
+        }
     }
 }
 
@@ -191,6 +223,9 @@ impl PendingOffsets {
 /// The consumer loop for one handler.
 pub struct ConsumerLoop<H: BatchHandler> {
     consumer: StreamConsumer<LoopContext>,
+    /// Partitions revoked while a batch was in the handler or a flush was retrying: the
+    /// offsets of what was received before cannot be stored (the handler forgot its share).
+    revoked_in_flight: std::sync::Mutex<Vec<(String, i32)>>,
     handler: Arc<H>,
     dlq: dlq::DeadLetterQueue,
     metrics: Metrics,
@@ -210,9 +245,13 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         dlq: dlq::DeadLetterQueue,
         metrics: Metrics,
     ) -> Result<Self, KafkaError> {
+        let (revoking, assigning) = (handler.clone(), handler.clone());
         let context = LoopContext {
+            revoked: std::sync::Mutex::new(Vec::new()),
             rebalanced: AtomicBool::new(false),
             metrics: metrics.clone(),
+            on_revoke: Box::new(move |revoked| revoking.on_revoke(revoked)),
+            on_assign: Box::new(move |assigned| assigning.on_assign(assigned)),
         };
         let consumer: StreamConsumer<LoopContext> =
             base_config(&settings.bootstrap, &settings.client_id)
@@ -227,6 +266,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 .create_with_context(context)?;
         Ok(Self {
             consumer,
+            revoked_in_flight: std::sync::Mutex::new(Vec::new()),
             handler,
             dlq,
             metrics,
@@ -244,9 +284,9 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         let mut last_flush = Instant::now();
         while !shutdown.is_cancelled() {
             let mut messages = self
-                .collect_batch(&shutdown, std::mem::take(&mut carried))
+                .collect_batch(&shutdown, std::mem::take(&mut carried), &mut pending)
                 .await;
-            self.forget_revoked(&mut messages, &mut pending);
+            self.forget_unassigned(&mut messages, &mut pending);
             let mut outcome = Ok(());
             if !messages.is_empty() {
                 outcome = self
@@ -280,6 +320,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         &self,
         shutdown: &CancellationToken,
         mut batch: Vec<OwnedMessage>,
+        pending: &mut PendingOffsets,
     ) -> Vec<OwnedMessage> {
         let mut deadline = (!batch.is_empty()).then(|| Instant::now() + self.settings.linger);
         let mut bytes: usize = batch
@@ -295,6 +336,8 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 _ = shutdown.cancelled() => break,
                 received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
                     Ok(Ok(message)) => {
+                        let revoked = self.take_revoked();
+                        drop_stale(&revoked, &mut batch, pending);
                         bytes += message.payload().map_or(0, <[u8]>::len);
                         batch.push(message.detach());
                         deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
@@ -310,8 +353,9 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         batch
     }
 
-    /// After a rebalance, drops buffered messages and pending offsets of partitions we lost.
-    fn forget_revoked(&self, messages: &mut Vec<OwnedMessage>, pending: &mut PendingOffsets) {
+    /// After a rebalance, drops buffered messages and pending offsets of partitions this
+    /// consumer no longer owns.
+    fn forget_unassigned(&self, messages: &mut Vec<OwnedMessage>, pending: &mut PendingOffsets) {
         if !self
             .consumer
             .context()
@@ -329,6 +373,27 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         pending
             .0
             .retain(|(topic, partition), _| assigned(topic, *partition));
+    }
+
+    /// The partitions revoked since the last call.
+    fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .revoked
+                .lock()
+                .expect("revoked lock"),
+        )
+    }
+
+    /// The partitions revoked while a batch or a flush was under way (received in
+    /// [`Self::wait_polling`]) and since.
+    fn take_revoked_in_flight(&self) -> Vec<(String, i32)> {
+        let mut revoked =
+            std::mem::take(&mut *self.revoked_in_flight.lock().expect("revoked lock"));
+        revoked.extend(self.take_revoked());
+        revoked
     }
 
     /// Decodes, dead-letters what does not decode, hands the rest to the handler (retrying),
@@ -387,7 +452,12 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 }
             }
         }
+        let revoked = self.take_revoked_in_flight();
+        drop_stale(&revoked, &mut Vec::new(), pending);
         for message in &messages {
+            if is_revoked(&revoked, message.topic(), message.partition()) {
+                continue; // received before its partition was revoked: replayed by its owner
+            }
             pending.record(message.topic(), message.partition(), message.offset());
             self.metrics
                 .consumed_messages
@@ -443,6 +513,9 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     ) -> Result<(), Interrupted> {
         self.retry(FLUSH, carried, shutdown, || self.handler.flush())
             .await?;
+        faults::point(faults::CONSUMER_AFTER_FLUSH);
+        let revoked = self.take_revoked_in_flight();
+        drop_stale(&revoked, carried, pending);
         self.store(std::mem::take(pending));
         self.handler.after_store().await;
         Ok(())
@@ -570,6 +643,9 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 _ = shutdown.cancelled() => return Err(Interrupted::Shutdown),
                 _ = tokio::time::sleep_until(deadline) => return Ok(()),
                 received = self.consumer.recv() => {
+                    let revoked = self.take_revoked();
+                    drop_stale(&revoked, carried, &mut PendingOffsets::default());
+                    self.revoked_in_flight.lock().expect("revoked lock").extend(revoked);
                     if let Ok(message) = received {
                         carried.push(message.detach());
                     }
@@ -601,6 +677,28 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         self.consumer.unsubscribe();
         tracing::info!(group = %self.settings.group_id, "consumer stopped and committed");
     }
+}
+
+fn is_revoked(revoked: &[(String, i32)], topic: &str, partition: i32) -> bool {
+    revoked
+        .iter()
+        .any(|(t, p)| t.as_str() == topic && *p == partition)
+}
+
+/// Drops what was received of revoked partitions before their revoke: buffered messages
+/// and pending offsets.
+fn drop_stale(
+    revoked: &[(String, i32)],
+    messages: &mut Vec<OwnedMessage>,
+    pending: &mut PendingOffsets,
+) {
+    if revoked.is_empty() {
+        return;
+    }
+    messages.retain(|message| !is_revoked(revoked, message.topic(), message.partition()));
+    pending
+        .0
+        .retain(|(topic, partition), _| !is_revoked(revoked, topic, *partition));
 }
 
 /// A header's value as text.

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
+use crate::{
     check::{ConfigError, NameRule, in_range, invalid},
     secret::Secret,
 };

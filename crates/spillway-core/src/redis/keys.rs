@@ -26,6 +26,18 @@ impl Keys {
         format!("{}:m", self.counter(namespace, entity_id))
     }
 
+    /// `{c:<namespace>:<entity_id>}:e`: the ids of the events a counter applied within its
+    /// dedupe window (a sorted set by the time each was recorded).
+    pub fn counter_event_ids(&self, namespace: &str, entity_id: &str) -> String {
+        format!("{}:e", self.counter(namespace, entity_id))
+    }
+
+    /// `{c:<namespace>:<entity_id>}:load:<part>`: where a counter's members (`m`) or event ids
+    /// (`e`) are staged while it is loaded from the database.
+    pub fn counter_loading(&self, namespace: &str, entity_id: &str, part: &str) -> String {
+        format!("{}:load:{part}", self.counter(namespace, entity_id))
+    }
+
     /// `{c:<namespace>:<entity_id>}:idem:<key>`: an Idempotency-Key used on a counter.
     pub fn counter_idempotency(&self, namespace: &str, entity_id: &str, key: &str) -> String {
         format!("{}:idem:{key}", self.counter(namespace, entity_id))
@@ -87,6 +99,14 @@ mod tests {
             (
                 keys.counter_members("video-likes", "v1"),
                 "t1:{c:video-likes:v1}:m",
+            ),
+            (
+                keys.counter_event_ids("video-views", "v1"),
+                "t1:{c:video-views:v1}:e",
+            ),
+            (
+                keys.counter_loading("video-views", "v1", "e"),
+                "t1:{c:video-views:v1}:load:e",
             ),
             (
                 keys.counter_idempotency("video-views", "v1", "k1"),

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{
-    ReadRule,
-    check::{ConfigError, NameRule, identifier},
+use crate::{
+    check::{ConfigError, NameRule, identifier, in_range},
+    read_rule::ReadRule,
 };
 
 /// Sink names: they appear in URLs, topic names and Redis hash tags.
@@ -50,6 +50,10 @@ pub struct SinkSettings {
     pub batch_max_delay_ms: u64,
     #[serde(default = "default_batch_bytes")]
     pub batch_max_bytes: usize,
+    /// The longest a pending-write marker lives (default 5 minutes): after it, a read shows
+    /// the table even if the batch-writer has not committed the write yet.
+    #[serde(default = "default_pending_ttl_seconds")]
+    pub pending_ttl_seconds: u64,
 }
 
 fn default_true() -> bool {
@@ -63,6 +67,9 @@ fn default_batch_rows() -> usize {
 }
 fn default_batch_delay_ms() -> u64 {
     200
+}
+fn default_pending_ttl_seconds() -> u64 {
+    300
 }
 fn default_batch_bytes() -> usize {
     8 * 1024 * 1024
@@ -173,6 +180,10 @@ impl SinkSettings {
         }
     }
 
+    pub fn pending_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.pending_ttl_seconds)
+    }
+
     pub fn primary_key_type(&self) -> Option<ColumnType> {
         self.columns
             .get(&self.primary_key)
@@ -240,6 +251,11 @@ impl SinkSettings {
         if !(1..=100_000).contains(&sink.batch_max_rows) {
             return Err(invalid("batch_max_rows", "must be 1..=100000".into()));
         }
+        in_range(
+            &format!("{key}.pending_ttl_seconds"),
+            sink.pending_ttl_seconds,
+            1..=86_400,
+        )?;
         if !(1..=60_000).contains(&sink.batch_max_delay_ms) {
             return Err(invalid("batch_max_delay_ms", "must be 1..=60000".into()));
         }

@@ -16,7 +16,7 @@ pub mod row;
 pub mod sql;
 
 pub use config::{ColumnSettings, ColumnType, ConflictRule, SinkSettings, WIRE_INTEGER_LIMIT};
-pub use pending::PendingWrites;
+pub use pending::{CommittedWrite, PendingWrites};
 pub use row::{RowError, from_struct, to_struct};
 
 #[cfg(test)]

@@ -1,14 +1,39 @@
 //! [`PendingWrites`]: the `{w:<sink>:<id>}` markers of writes acknowledged but not yet
 //! committed, so a caller reads its own write back at once. The only code that knows the
-//! marker's shape; the gateway sets and reads markers, the batch-writer clears them after
-//! the commit.
+//! marker's shape (a hash: partition, offset, event id, row) and its scripts.
+//!
+//! A marker cannot lie: the gateway sets it after the broker's acknowledgement, stamped with
+//! the record's partition and offset, and never over a newer write of the same id
+//! (`lua/pending_mark.lua`); the batch-writer clears it after the commit only when the commit
+//! holds that write or a newer one (`lua/pending_clear.lua`), so a later write's marker
+//! survives an earlier write's commit; and every marker expires after its sink's
+//! `pending_ttl_seconds`, so one whose clearing failed stops shadowing the table (reads
+//! then fall back to the database).
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use deadpool_redis::{Connection, Pool};
 use serde_json::{Map, Value};
 
-use crate::redis::{Keys, RedisError, with_timeout};
+use crate::{
+    kafka::producer::Delivered,
+    redis::{Keys, RedisError, query_with_scripts, with_timeout},
+};
+
+static PENDING_MARK: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/pending_mark.lua")));
+static PENDING_CLEAR: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/pending_clear.lua")));
+static PENDING_READ: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/pending_read.lua")));
+
+/// A write the batch-writer committed: the newest record of its id in the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedWrite {
+    pub id: String,
+    pub partition: i32,
+    pub offset: i64,
+}
 
 /// The pending-write markers of one deployment.
 #[derive(Clone)]
@@ -31,56 +56,77 @@ impl PendingWrites {
         with_timeout(self.timeout, self.redis.get()).await
     }
 
-    /// Marks a write of `sink` as pending, with the row the caller will read back.
+    /// Marks an acknowledged write of `sink` as pending, with the row the caller will read
+    /// back, for at most `ttl`. Returns false when a newer write of the id holds the marker.
     pub async fn mark(
         &self,
         sink: &str,
         id: &str,
+        delivered: Delivered,
+        event_id: &str,
         row: &Map<String, Value>,
-    ) -> Result<(), RedisError> {
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
         let text = serde_json::to_string(row).unwrap_or_default();
+        let mut call = redis::pipe();
+        call.cmd("EVALSHA")
+            .arg(PENDING_MARK.get_hash())
+            .arg(1)
+            .arg(self.keys.pending_write(sink, id))
+            .arg(delivered.partition)
+            .arg(delivered.offset)
+            .arg(event_id)
+            .arg(text)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let mut connection = self.connection().await?;
+        let (set,): (i64,) = with_timeout(
+            self.timeout,
+            query_with_scripts(&mut connection, &call, &[&PENDING_MARK]),
+        )
+        .await?;
+        Ok(set == 1)
+    }
+
+    /// Clears the markers of committed writes that no newer write holds, in one pipeline of
+    /// one script call per id (each on its own key, so on one Redis Cluster slot).
+    pub async fn clear_committed(
+        &self,
+        sink: &str,
+        committed: &[CommittedWrite],
+    ) -> Result<(), RedisError> {
+        if committed.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for write in committed {
+            pipeline
+                .cmd("EVALSHA")
+                .arg(PENDING_CLEAR.get_hash())
+                .arg(1)
+                .arg(self.keys.pending_write(sink, &write.id))
+                .arg(write.partition)
+                .arg(write.offset)
+                .ignore();
+        }
         let mut connection = self.connection().await?;
         with_timeout(
             self.timeout,
-            redis::cmd("SET")
-                .arg(self.keys.pending_write(sink, id))
-                .arg(text)
-                .query_async::<()>(&mut connection),
+            query_with_scripts::<()>(&mut connection, &pipeline, &[&PENDING_CLEAR]),
         )
         .await
     }
 
-    /// Removes one marker (a write Kafka did not take).
-    pub async fn clear(&self, sink: &str, id: &str) -> Result<(), RedisError> {
-        let mut connection = self.connection().await?;
-        with_timeout(
-            self.timeout,
-            redis::cmd("DEL")
-                .arg(self.keys.pending_write(sink, id))
-                .query_async::<i64>(&mut connection),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Removes the markers of committed rows, in one pipeline.
-    pub async fn clear_committed(&self, sink: &str, ids: &[String]) -> Result<(), RedisError> {
-        let mut pipeline = redis::pipe();
-        for id in ids {
-            pipeline.del(self.keys.pending_write(sink, id));
-        }
-        let mut connection = self.connection().await?;
-        with_timeout(self.timeout, pipeline.query_async::<()>(&mut connection)).await
-    }
-
     /// The pending row of `id`, if a write of it is pending.
     pub async fn read(&self, sink: &str, id: &str) -> Result<Option<Value>, RedisError> {
+        let mut call = redis::pipe();
+        call.cmd("EVALSHA")
+            .arg(PENDING_READ.get_hash())
+            .arg(1)
+            .arg(self.keys.pending_write(sink, id));
         let mut connection = self.connection().await?;
-        let pending: Option<String> = with_timeout(
+        let (pending,): (Option<String>,) = with_timeout(
             self.timeout,
-            redis::cmd("GET")
-                .arg(self.keys.pending_write(sink, id))
-                .query_async(&mut connection),
+            query_with_scripts(&mut connection, &call, &[&PENDING_READ]),
         )
         .await?;
         Ok(pending.map(|text| serde_json::from_str(&text).unwrap_or(Value::Null)))

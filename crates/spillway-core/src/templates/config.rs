@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::check::{ConfigError, NameRule, in_range, invalid};
+use crate::check::{ConfigError, NameRule, in_range, invalid};
 
 /// Template ids: they appear in URLs, S3 keys, Kafka keys and Redis hash tags.
 pub const TEMPLATE_ID: NameRule = NameRule {

@@ -5,8 +5,8 @@
 //! - [`config`]: what the user writes (`[templates]`) and the shape of a template id.
 //! - [`store`]: the database rows: templates, their objects, and every copy's state.
 //! - [`pool`]: the Redis pool of one template, with atomic take, push and remove scripts.
-//! - [`copier`] (feature `s3`): server-side S3 copies with a bound on calls in flight, cleaned up on failure.
-//! - [`lifecycle`] (feature `s3`): one copy from its first S3 call to its hand-out or deletion.
+//! - `copier` (feature `s3`): server-side S3 copies with a bound on calls in flight, cleaned up on failure.
+//! - `lifecycle` (feature `s3`): one copy from its first S3 call to its hand-out or deletion.
 //!
 //! A copy's life: a `copying` row is written before its first S3 call, so no object is ever
 //! untracked; when every object is copied it becomes `ready` and is pushed into the pool (or

@@ -8,10 +8,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{
-        ReadRule,
-        check::{ConfigError, NameRule},
-    },
+    check::{ConfigError, NameRule},
+    read_rule::ReadRule,
     sinks::config::SinkSettings,
 };
 

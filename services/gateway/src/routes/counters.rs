@@ -21,8 +21,6 @@ use crate::{
 
 /// Ids one multi-read may ask for.
 const MAX_IDS: usize = 1_000;
-/// How long a used Idempotency-Key is remembered.
-const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 const DELTA_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -89,14 +87,34 @@ async fn value_and_membership(
         .await?)
 }
 
+/// The namespace of the event ids derived from Idempotency-Keys (UUIDv5).
+const IDEMPOTENT_EVENT_IDS: uuid::Uuid =
+    uuid::Uuid::from_u128(0x0b6f_3c1e_52a4_4d0e_9b7e_1f4c_8a2d_6e31);
+
+/// The event id of an increment: derived from the Idempotency-Key when there is one, so a
+/// retry carries the same id and the counter counts it once; otherwise fresh, and marked
+/// `never_resent` (the counter need not remember it).
+fn event_id(namespace: &str, entity_id: &str, idempotency_key: Option<&str>) -> (String, bool) {
+    match idempotency_key {
+        Some(key) => {
+            let name = format!("{namespace}/{entity_id}/{key}");
+            let id = uuid::Uuid::new_v5(&IDEMPOTENT_EVENT_IDS, name.as_bytes());
+            (id.to_string(), false)
+        }
+        None => (uuid::Uuid::now_v7().to_string(), true),
+    }
+}
+
 fn event(
     namespace: &str,
     entity_id: &str,
     request_id: &str,
     operation: CounterOperation,
+    idempotency_key: Option<&str>,
 ) -> CounterEvent {
+    let (event_id, never_resent) = event_id(namespace, entity_id, idempotency_key);
     CounterEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
+        event_id,
         accepted_at: Some(wire::now()),
         request_id: request_id.to_owned(),
         namespace: namespace.to_owned(),
@@ -104,6 +122,7 @@ fn event(
         member: String::new(),
         operation: operation as i32,
         delta: 0,
+        never_resent,
     }
 }
 
@@ -149,7 +168,7 @@ async fn change_membership(
     } else {
         CounterOperation::RemoveMember
     };
-    let mut counter_event = event(namespace_name, entity_id, request_id, operation);
+    let mut counter_event = event(namespace_name, entity_id, request_id, operation, None);
     counter_event.member = member.id.clone();
     state.publish_counter_event(&counter_event).await?;
     let value = match (join, was_member) {
@@ -198,34 +217,63 @@ async fn increment(
         }
         None => None,
     };
-    let (value, _) = value_and_membership(&state, &namespace_name, &entity_id, None).await?;
-    if let Some(key) = idempotency_key
-        && !state
-            .counters
-            .claim_idempotency_key(&namespace_name, &entity_id, key, IDEMPOTENCY_TTL)
-            .await?
-    {
-        return Ok(HttpResponse::Accepted().json(json!({"value": value, "replayed": true})));
-    }
+    let delta = body.delta;
+    let value = match idempotency_key {
+        Some(key) => {
+            let (value, remembered) = state
+                .counters
+                .value_and_remembered_increment(&namespace_name, &entity_id, key)
+                .await?;
+            match remembered {
+                // Acknowledged before: answering without publishing loses nothing.
+                Some(earlier) if earlier == delta => {
+                    return Ok(
+                        HttpResponse::Accepted().json(json!({"value": value, "replayed": true}))
+                    );
+                }
+                Some(earlier) => return Err(key_reused(earlier, delta)),
+                None => value,
+            }
+        }
+        None => {
+            value_and_membership(&state, &namespace_name, &entity_id, None)
+                .await?
+                .0
+        }
+    };
     let mut counter_event = event(
         &namespace_name,
         &entity_id,
         &request_id.0,
         CounterOperation::Increment,
+        idempotency_key,
     );
-    counter_event.delta = body.delta;
-    if let Err(error) = state.publish_counter_event(&counter_event).await {
-        if let Some(key) = idempotency_key
-            && let Err(release) = state
-                .counters
-                .release_idempotency_key(&namespace_name, &entity_id, key)
-                .await
-        {
-            tracing::warn!(error = %release, "releasing an idempotency key failed");
-        }
-        return Err(error);
+    counter_event.delta = delta;
+    state.publish_counter_event(&counter_event).await?;
+    if let Some(key) = idempotency_key
+        && let Err(error) = state
+            .counters
+            .remember_increment(
+                &namespace_name,
+                &entity_id,
+                key,
+                delta,
+                namespace.dedupe_window(),
+            )
+            .await
+    {
+        // The event is in Kafka and its id deduplicates a retry; only the shortcut is lost.
+        tracing::warn!(%error, "remembering an acknowledged Idempotency-Key failed");
     }
-    Ok(HttpResponse::Accepted().json(json!({"value": value + body.delta})))
+    Ok(HttpResponse::Accepted().json(json!({"value": value + delta})))
+}
+
+/// An Idempotency-Key sent again with another body.
+fn key_reused(earlier: i64, delta: i64) -> ApiError {
+    ApiError::IdempotencyKeyReused(format!(
+        "this Idempotency-Key was used for an increment of {earlier}; this request asks for \
+         {delta}. Send a new key for a new increment"
+    ))
 }
 
 async fn get_one(

@@ -5,6 +5,7 @@
 use actix_web::{HttpResponse, http::header, web};
 use serde_json::{Value, json};
 use spillway_core::{
+    faults,
     sinks::{self, SinkSettings},
     wire::{self, WriteEvent, WriteOperation},
 };
@@ -56,7 +57,6 @@ async fn create(
     let id = sink
         .row_id(&row)
         .ok_or_else(|| ApiError::BadRequest("the row has no primary key".into()))?;
-    state.pending.mark(&sink_name, &id, &row).await?;
     let event = WriteEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         accepted_at: Some(wire::now()),
@@ -67,15 +67,26 @@ async fn create(
         row: Some(sinks::to_struct(&row)),
     };
     let topic = state.writes_topic(&sink_name);
-    if let Err(error) = state
+    let delivered = state
         .producer
         .publish(&topic, id.as_bytes(), &event, &[])
+        .await?;
+    faults::point(faults::GATEWAY_AFTER_PUBLISH);
+    // Acknowledged: a marker that cannot be set only means a read may show the table until
+    // the batch-writer commits (usually well under a second); it must not turn into a 503.
+    if let Err(error) = state
+        .pending
+        .mark(
+            &sink_name,
+            &id,
+            delivered,
+            &event.event_id,
+            &row,
+            sink.pending_ttl(),
+        )
         .await
     {
-        if let Err(clear) = state.pending.clear(&sink_name, &id).await {
-            tracing::warn!(error = %clear, "clearing the marker of a refused write failed");
-        }
-        return Err(error.into());
+        tracing::warn!(%error, sink = %sink_name, "setting the pending marker of an acknowledged write failed");
     }
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/writes/{sink_name}/{id}")))

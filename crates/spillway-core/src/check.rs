@@ -1,6 +1,6 @@
 //! The checks every configuration section shares, and the error they return. This module
-//! depends on nothing else in the crate: the sections in [`super`] and the features'
-//! own settings (`counters::config`, `sinks::config`, ...) all build on it.
+//! depends on nothing else in the crate: the sections of `config` and the
+//! features' own settings (`counters::config`, `sinks::config`, ...) all build on it.
 
 use std::{ops::RangeInclusive, path::PathBuf};
 

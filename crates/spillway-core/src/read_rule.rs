@@ -1,6 +1,6 @@
 //! [`ReadRule`]: who may read a sink's rows or a view's results (`read = "public" |
 //! "member" | "scope:<scope>"` under `[sinks.<name>]` and `[views.<name>]`). A leaf like
-//! [`super::secret`]: the sinks and the views use it, the gateway enforces it.
+//! [`crate::secret`]: the sinks and the views use it, the gateway enforces it.
 
 use std::{fmt, str::FromStr};
 
