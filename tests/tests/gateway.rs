@@ -458,3 +458,86 @@ async fn a_thousand_requests_with_random_methods_and_paths_add_no_metric_series(
     }
     gateway.stop().await.unwrap();
 }
+
+/// Readiness without the fault tests' stack restarts: the gateway and the counter on a Redis
+/// of their own, which is then stopped. The pods stay ready; the verbose check, the gauge and
+/// the answers say Redis is down; what the database can answer is still answered.
+#[tokio::test]
+async fn readiness_stays_200_when_redis_dies_while_answers_say_503_or_come_from_the_database() {
+    use spillway_tests::views::{PrivateRedis, sample_views_toml, with_redis};
+    let redis = PrivateRedis::start("64mb", "volatile-ttl").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_redis(
+        &TestConfig::new(&format!(
+            "{SAMPLE_NAMESPACES}{SAMPLE_SINKS}{}",
+            sample_views_toml()
+        )),
+        &redis.url,
+        &dir,
+    );
+    let database = spillway_tests::db::connect(&config).await;
+    spillway_tests::views::load_sample_schema(&database).await;
+    let gateway = spawn_gateway(&config).await;
+    let counter = spillway_tests::spawn_counter(&config).await;
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    drop(redis);
+
+    for (name, service) in [("gateway", &gateway), ("counter", &counter)] {
+        let body = eventually(
+            &format!("{name} /readyz?verbose names redis"),
+            Duration::from_secs(10),
+            || async {
+                let response = client
+                    .get(service.url("/readyz?verbose"))
+                    .send()
+                    .await
+                    .ok()?;
+                (response.status() == 503).then_some(())?;
+                response.json::<Value>().await.ok()
+            },
+        )
+        .await;
+        assert_eq!(body["down"], json!(["redis"]), "{body}");
+        let ready = client.get(service.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "{name} can still answer");
+        let gauge = format!("spillway_{name}_dependency_up{{dependency=\"redis\"}} 0");
+        assert!(service.metrics().await.contains(&gauge), "{gauge}");
+    }
+
+    // A view is read from the database; a like, which needs Redis, is a quick 503.
+    let api = Api::new(gateway.url(""));
+    let view = read_view(&api, "lecture-attendance", "7").await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    assert_eq!(
+        view.cache_status,
+        "spillway; fwd=miss; detail=redis-unavailable"
+    );
+    let started = std::time::Instant::now();
+    let response = client
+        .put(gateway.url("/v1/counters/video-likes/v1/members/me"))
+        .bearer_auth(token("ada"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "within the deadline"
+    );
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["dependency"], "redis", "{body}");
+    assert_own_words("redis down", &body);
+    assert!(!detail(&body).contains("redis pool"), "{body}");
+    counter.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}
