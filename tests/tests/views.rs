@@ -406,8 +406,11 @@ async fn maxmemory_pressure_evicts_only_view_keys() {
     .await;
     let kept = keys_and_ttls(&mut connection).await;
     let is_view = |key: &str| key.contains("{v:");
+    // Counters and rooms never expire; pending markers do, but long after any view.
+    let longest_view_ms = (300 * 110 / 100 + 30) * 1_000;
     assert!(
-        kept.iter().all(|(key, ttl)| *ttl == -1 && !is_view(key)),
+        kept.iter().all(|(key, ttl)| !is_view(key)
+            && (*ttl == -1 || (key.contains("{w:") && *ttl > longest_view_ms))),
         "{kept:?}"
     );
     assert!(kept.len() > 100, "{} keys to keep", kept.len());

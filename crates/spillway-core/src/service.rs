@@ -20,7 +20,7 @@ use crate::{
     },
     metrics::Metrics,
     readiness::Readiness,
-    redis::{self, Keys, RedisError, RedisPool},
+    redis::{self, RedisClient, RedisError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,6 @@ pub struct ServiceBase {
     pub metrics: Metrics,
     pub readiness: Readiness,
     pub producer: EventProducer,
-    pub keys: Keys,
 }
 
 impl ServiceBase {
@@ -83,7 +82,6 @@ impl ServiceBase {
         });
         Ok(Self {
             name,
-            keys: Keys::new(settings.redis.key_prefix.clone()),
             metrics: Metrics::new(name),
             readiness,
             producer,
@@ -91,15 +89,15 @@ impl ServiceBase {
         })
     }
 
-    /// The Redis pool, checked by `/readyz`.
-    pub fn with_redis(&mut self) -> Result<RedisPool, StartError> {
-        let pool = redis::pool(&self.settings.redis)?;
-        let checked = pool.clone();
+    /// Redis (the pool, the key shapes and the call deadline), checked by `/readyz`.
+    pub fn with_redis(&mut self) -> Result<RedisClient, StartError> {
+        let client = RedisClient::from_settings(&self.settings.redis)?;
+        let checked = client.pool().clone();
         self.add_check("redis", move || {
             let pool = checked.clone();
             async move { redis::check(&pool).await }
         });
-        Ok(pool)
+        Ok(client)
     }
 
     /// The database, checked to be at the schema version this build expects (the services

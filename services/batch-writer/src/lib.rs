@@ -42,12 +42,7 @@ impl Application {
         let settings = base.settings.clone();
         tables::check(&db, &settings.database.schema, &settings.sinks).await?;
         let metrics = WriterMetrics::new(&base.metrics);
-        let view_store = ViewStore::new(
-            redis.clone(),
-            db.clone(),
-            base.keys.clone(),
-            std::time::Duration::from_millis(settings.redis.timeout_ms),
-        );
+        let view_store = ViewStore::new(redis.clone(), db.clone());
         let refresh_metrics = RefreshMetrics::new(&base.metrics);
         let mut consumers = Vec::new();
         for (name, sink) in &settings.sinks {
@@ -61,7 +56,7 @@ impl Application {
                 name,
                 sink.clone(),
                 db.clone(),
-                PendingWrites::new(redis.clone(), base.keys.clone(), settings.redis.timeout()),
+                PendingWrites::new(redis.clone()),
                 metrics.clone(),
                 views,
             ));

@@ -36,7 +36,7 @@ impl Application {
         let db = base.with_database().await?;
         let settings = &base.settings;
         counters::sql::check_mirrors(&db, &settings.namespaces).await?;
-        let store = CounterStore::new(redis, db, base.keys.clone(), settings.redis.timeout());
+        let store = CounterStore::new(redis, db);
         let handler = Arc::new(CounterHandler::new(
             store,
             settings.namespaces.clone(),

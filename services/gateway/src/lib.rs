@@ -140,7 +140,7 @@ impl Application {
         let templates = routes::templates::TemplateState {
             maker: CopyMaker::new(
                 db.clone(),
-                TemplatePool::new(redis.clone(), base.keys.clone(), settings.redis.timeout()),
+                TemplatePool::new(redis.clone()),
                 // No readiness check on S3: without it only direct copies fail; pool hits,
                 // counters and writes go on.
                 S3Copier::new(
@@ -152,34 +152,18 @@ impl Application {
             metrics: routes::templates::TemplateMetrics::new(&base.metrics),
             warmup_topic: settings.kafka.warmup_requests.name.clone(),
         };
-        let view_store = ViewStore::new(
-            redis.clone(),
-            db.clone(),
-            base.keys.clone(),
-            settings.redis.timeout(),
-        );
+        let view_store = ViewStore::new(redis.clone(), db.clone());
         let state = AppState {
             namespaces: settings.namespaces.clone(),
             db: db.clone(),
             producer: base.producer.clone(),
-            pending: PendingWrites::new(redis.clone(), base.keys.clone(), settings.redis.timeout()),
-            counters: CounterStore::new(
-                redis.clone(),
-                db.clone(),
-                base.keys.clone(),
-                settings.redis.timeout(),
-            ),
+            pending: PendingWrites::new(redis.clone()),
+            counters: CounterStore::new(redis.clone(), db.clone()),
             counter_topic: settings.kafka.counter_events.name.clone(),
             sinks: settings.sinks.clone(),
             kafka: settings.kafka.clone(),
             templates,
-            waiting_rooms: WaitingRooms::new(
-                redis.clone(),
-                base.keys.clone(),
-                settings.redis.timeout(),
-                settings.queues.clone(),
-                &base.metrics,
-            ),
+            waiting_rooms: WaitingRooms::new(redis.clone(), settings.queues.clone(), &base.metrics),
             admission: routes::queues::AdmissionSigner::new(
                 admission_secret(settings),
                 settings.admission.ttl_seconds,

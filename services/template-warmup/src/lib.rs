@@ -38,11 +38,7 @@ impl Application {
         let metrics = WarmupMetrics::new(&base.metrics);
         let copier = S3Copier::new(s3, &settings.s3.bucket, &settings.templates)
             .with_in_flight_gauge(metrics.s3_calls_in_flight.clone());
-        let pool = TemplatePool::new(
-            redis,
-            base.keys.clone(),
-            Duration::from_millis(settings.redis.timeout_ms),
-        );
+        let pool = TemplatePool::new(redis);
         let maker = CopyMaker::new(db, pool, copier);
         let templates = &settings.templates;
         let handler = Arc::new(RefillHandler::new(

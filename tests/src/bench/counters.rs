@@ -323,10 +323,8 @@ async fn seed_big_count(config: &TestConfig, database: &DatabaseConnection) -> a
     database.execute_unprepared("ANALYZE naive_likes").await?;
     let settings = config.settings();
     let store = spillway_core::counters::CounterStore::new(
-        spillway_core::redis::pool(&settings.redis)?,
+        spillway_core::redis::RedisClient::from_settings(&settings.redis)?,
         database.clone(),
-        spillway_core::redis::Keys::new(settings.redis.key_prefix.clone()),
-        settings.redis.timeout(),
     );
     database
         .execute_unprepared(&format!(

@@ -12,14 +12,13 @@ use std::{
     time::Duration,
 };
 
-use deadpool_redis::{Connection, Pool};
 use sea_orm::{AccessMode, DatabaseConnection, IsolationLevel, TransactionTrait};
 
 use super::{
     AppliedOffsets,
     sql::{self, CounterRow, CounterSqlError, EventIdsRow, FlushBatch, MemberRow, ValueRow},
 };
-use crate::redis::{Keys, RedisError, query_with_scripts, with_timeout};
+use crate::redis::{RedisClient, RedisError};
 
 /// The counter's value.
 pub const VALUE_FIELD: &str = "v";
@@ -158,28 +157,17 @@ pub struct CounterToFlush<'a> {
 /// Counters in Redis, the database behind them.
 #[derive(Clone)]
 pub struct CounterStore {
-    redis: Pool,
+    redis: RedisClient,
     db: DatabaseConnection,
-    keys: Keys,
-    timeout: Duration,
 }
 
 impl CounterStore {
-    pub fn new(redis: Pool, db: DatabaseConnection, keys: Keys, timeout: Duration) -> Self {
-        Self {
-            redis,
-            db,
-            keys,
-            timeout,
-        }
+    pub fn new(redis: RedisClient, db: DatabaseConnection) -> Self {
+        Self { redis, db }
     }
 
     pub fn database(&self) -> &DatabaseConnection {
         &self.db
-    }
-
-    async fn connection(&self) -> Result<Connection, RedisError> {
-        with_timeout(self.timeout, self.redis.get()).await
     }
 
     /// A counter's value and whether `member` is counted: Redis first, the database while
@@ -191,15 +179,12 @@ impl CounterStore {
         member: Option<&str>,
     ) -> Result<(i64, bool), CounterStoreError> {
         let mut pipeline = redis::pipe();
-        pipeline.hget(self.keys.counter(namespace, entity_id), VALUE_FIELD);
+        pipeline.hget(self.redis.keys().counter(namespace, entity_id), VALUE_FIELD);
         pipeline.sismember(
-            self.keys.counter_members(namespace, entity_id),
+            self.redis.keys().counter_members(namespace, entity_id),
             member.unwrap_or(""),
         );
-        let mut connection = self.connection().await?;
-        let (value, is_member): (Option<i64>, bool) =
-            with_timeout(self.timeout, pipeline.query_async(&mut connection)).await?;
-        drop(connection);
+        let (value, is_member): (Option<i64>, bool) = self.redis.pipeline(&pipeline).await?;
         match value {
             Some(value) => Ok((value, is_member)),
             None => {
@@ -220,12 +205,9 @@ impl CounterStore {
     ) -> Result<HashMap<String, i64>, CounterStoreError> {
         let mut pipeline = redis::pipe();
         for entity_id in entity_ids {
-            pipeline.hget(self.keys.counter(namespace, entity_id), VALUE_FIELD);
+            pipeline.hget(self.redis.keys().counter(namespace, entity_id), VALUE_FIELD);
         }
-        let mut connection = self.connection().await?;
-        let cached: Vec<Option<i64>> =
-            with_timeout(self.timeout, pipeline.query_async(&mut connection)).await?;
-        drop(connection);
+        let cached: Vec<Option<i64>> = self.redis.pipeline(&pipeline).await?;
         let mut values = HashMap::with_capacity(entity_ids.len());
         let mut missing = Vec::new();
         for (entity_id, value) in entity_ids.iter().zip(cached) {
@@ -255,15 +237,14 @@ impl CounterStore {
         idempotency_key: &str,
     ) -> Result<(i64, Option<i64>), CounterStoreError> {
         let mut pipeline = redis::pipe();
-        pipeline.hget(self.keys.counter(namespace, entity_id), VALUE_FIELD);
+        pipeline.hget(self.redis.keys().counter(namespace, entity_id), VALUE_FIELD);
         pipeline.get(
-            self.keys
+            self.redis
+                .keys()
                 .counter_idempotency(namespace, entity_id, idempotency_key),
         );
-        let mut connection = self.connection().await?;
         let (value, remembered): (Option<i64>, Option<i64>) =
-            with_timeout(self.timeout, pipeline.query_async(&mut connection)).await?;
-        drop(connection);
+            self.redis.pipeline(&pipeline).await?;
         let value = match value {
             Some(value) => value,
             None => {
@@ -289,20 +270,19 @@ impl CounterStore {
         if window.is_zero() {
             return Ok(());
         }
-        let mut connection = self.connection().await?;
-        with_timeout(
-            self.timeout,
-            redis::cmd("SET")
-                .arg(
-                    self.keys
-                        .counter_idempotency(namespace, entity_id, idempotency_key),
-                )
-                .arg(delta)
-                .arg("PX")
-                .arg(millis(window))
-                .query_async::<()>(&mut connection),
-        )
-        .await?;
+        let key = self
+            .redis
+            .keys()
+            .counter_idempotency(namespace, entity_id, idempotency_key);
+        self.redis
+            .command::<()>(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(delta)
+                    .arg("PX")
+                    .arg(millis(window)),
+            )
+            .await?;
         Ok(())
     }
 
@@ -322,12 +302,10 @@ impl CounterStore {
         for batch in batches {
             self.add_apply_call(&mut pipeline, batch, now_ms);
         }
-        let mut connection = self.connection().await?;
-        let replies: Vec<(i64, i64, u64, u64, u64)> = with_timeout(
-            self.timeout,
-            query_with_scripts(&mut connection, &pipeline, &[&COUNTER_APPLY]),
-        )
-        .await?;
+        let replies: Vec<(i64, i64, u64, u64, u64)> = self
+            .redis
+            .pipeline_with_scripts(&pipeline, &[&COUNTER_APPLY])
+            .await?;
         Ok(replies.into_iter().map(outcome).collect())
     }
 
@@ -337,9 +315,9 @@ impl CounterStore {
             .cmd("EVALSHA")
             .arg(COUNTER_APPLY.get_hash())
             .arg(3)
-            .arg(self.keys.counter(namespace, entity_id))
-            .arg(self.keys.counter_members(namespace, entity_id))
-            .arg(self.keys.counter_event_ids(namespace, entity_id))
+            .arg(self.redis.keys().counter(namespace, entity_id))
+            .arg(self.redis.keys().counter_members(namespace, entity_id))
+            .arg(self.redis.keys().counter_event_ids(namespace, entity_id))
             .arg(now_ms)
             .arg(millis(batch.dedupe_window));
         for event in &batch.events {
@@ -372,12 +350,9 @@ impl CounterStore {
         for entity_id in entity_ids {
             self.add_load_calls(&mut pipeline, namespace, entity_id, &stored);
         }
-        let mut connection = self.connection().await?;
-        with_timeout(
-            self.timeout,
-            query_with_scripts::<()>(&mut connection, &pipeline, &[&COUNTER_LOAD]),
-        )
-        .await?;
+        self.redis
+            .pipeline_with_scripts::<()>(&pipeline, &[&COUNTER_LOAD])
+            .await?;
         Ok(())
     }
 
@@ -428,8 +403,8 @@ impl CounterStore {
         entity_id: &str,
         stored: &StoredCounters,
     ) {
-        let staged_members = self.keys.counter_loading(namespace, entity_id, "m");
-        let staged_ids = self.keys.counter_loading(namespace, entity_id, "e");
+        let staged_members = self.redis.keys().counter_loading(namespace, entity_id, "m");
+        let staged_ids = self.redis.keys().counter_loading(namespace, entity_id, "e");
         let members = stored.members.get(entity_id).map(Vec::as_slice);
         for chunk in members.unwrap_or_default().chunks(LOAD_CHUNK) {
             pipeline.sadd(&staged_members, chunk).ignore();
@@ -444,10 +419,10 @@ impl CounterStore {
             .cmd("EVALSHA")
             .arg(COUNTER_LOAD.get_hash())
             .arg(5)
-            .arg(self.keys.counter(namespace, entity_id))
-            .arg(self.keys.counter_members(namespace, entity_id))
+            .arg(self.redis.keys().counter(namespace, entity_id))
+            .arg(self.redis.keys().counter_members(namespace, entity_id))
             .arg(&staged_members)
-            .arg(self.keys.counter_event_ids(namespace, entity_id))
+            .arg(self.redis.keys().counter_event_ids(namespace, entity_id))
             .arg(&staged_ids)
             .arg(row.value)
             .arg(row.version);
@@ -460,9 +435,8 @@ impl CounterStore {
     /// The value identifying "this Redis, since it was last found empty", created when
     /// Redis has none (a new or emptied Redis).
     pub async fn epoch(&self) -> Result<String, CounterStoreError> {
-        let key = self.keys.counter_epoch();
+        let key = self.redis.keys().counter_epoch();
         let fresh = uuid::Uuid::new_v4().to_string();
-        let mut connection = self.connection().await?;
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("SET")
@@ -472,8 +446,7 @@ impl CounterStore {
             .ignore()
             .cmd("GET")
             .arg(&key);
-        let (epoch,): (String,) =
-            with_timeout(self.timeout, pipeline.query_async(&mut connection)).await?;
+        let (epoch,): (String,) = self.redis.pipeline(&pipeline).await?;
         Ok(epoch)
     }
 
@@ -483,12 +456,11 @@ impl CounterStore {
         let mut pipeline = redis::pipe();
         for (namespace, entity_id) in counters {
             pipeline
-                .del(self.keys.counter(namespace, entity_id))
-                .del(self.keys.counter_members(namespace, entity_id))
-                .del(self.keys.counter_event_ids(namespace, entity_id));
+                .del(self.redis.keys().counter(namespace, entity_id))
+                .del(self.redis.keys().counter_members(namespace, entity_id))
+                .del(self.redis.keys().counter_event_ids(namespace, entity_id));
         }
-        let mut connection = self.connection().await?;
-        with_timeout(self.timeout, pipeline.query_async::<()>(&mut connection)).await?;
+        self.redis.pipeline::<()>(&pipeline).await?;
         Ok(())
     }
 
@@ -500,18 +472,21 @@ impl CounterStore {
     ) -> Result<FlushBatch, CounterStoreError> {
         let mut pipeline = redis::pipe();
         for counter in counters {
-            pipeline.hgetall(self.keys.counter(counter.namespace, counter.entity_id));
+            pipeline.hgetall(
+                self.redis
+                    .keys()
+                    .counter(counter.namespace, counter.entity_id),
+            );
             for member in counter.members {
                 pipeline.sismember(
-                    self.keys
+                    self.redis
+                        .keys()
                         .counter_members(counter.namespace, counter.entity_id),
                     member,
                 );
             }
         }
-        let mut connection = self.connection().await?;
-        let replies: Vec<redis::Value> =
-            with_timeout(self.timeout, pipeline.query_async(&mut connection)).await?;
+        let replies: Vec<redis::Value> = self.redis.pipeline(&pipeline).await?;
         let mut replies = replies.into_iter();
         let mut next = || -> redis::Value { replies.next().unwrap_or(redis::Value::Nil) };
         let mut batch = FlushBatch::default();

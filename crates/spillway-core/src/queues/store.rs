@@ -13,15 +13,13 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{LazyLock, Mutex},
-    time::Duration,
 };
 
 use super::config::{QUEUE_NAME, QueueSettings, settings_for};
 use crate::{
     metrics::Metrics,
-    redis::{Keys, RedisError, with_timeout},
+    redis::{RedisClient, RedisError},
 };
-use deadpool_redis::Pool;
 use prometheus::{IntGaugeVec, Opts};
 
 /// One step of a waiting room: expire, apply the caller's operation, admit, describe.
@@ -123,9 +121,7 @@ impl RoomGauges {
 
 /// The waiting rooms of one gateway.
 pub struct WaitingRooms {
-    redis: Pool,
-    keys: Keys,
-    timeout: Duration,
+    redis: RedisClient,
     queues: BTreeMap<String, QueueSettings>,
     /// Queue -> the epoch of its Redis state this gateway last saw.
     epochs: Mutex<HashMap<String, String>>,
@@ -134,16 +130,12 @@ pub struct WaitingRooms {
 
 impl WaitingRooms {
     pub fn new(
-        redis: Pool,
-        keys: Keys,
-        timeout: Duration,
+        redis: RedisClient,
         queues: BTreeMap<String, QueueSettings>,
         metrics: &Metrics,
     ) -> Self {
         Self {
             redis,
-            keys,
-            timeout,
             queues,
             epochs: Mutex::new(HashMap::new()),
             gauges: RoomGauges::new(metrics),
@@ -184,7 +176,7 @@ impl WaitingRooms {
         let now = chrono::Utc::now().timestamp_millis();
         let mut invocation = QUEUE_ADMIT.prepare_invoke();
         for part in ["meta", "w", "a", "hb", "own", "tok", "adm"] {
-            invocation.key(self.keys.queue(queue, part));
+            invocation.key(self.redis.keys().queue(queue, part));
         }
         invocation
             .arg(now)
@@ -197,9 +189,7 @@ impl WaitingRooms {
             .arg(operation.as_str())
             .arg(member)
             .arg(&token);
-        let mut connection = with_timeout(self.timeout, self.redis.get()).await?;
-        let (answer, (waiting, active)): ScriptAnswer =
-            with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
+        let (answer, (waiting, active)): ScriptAnswer = self.redis.invoke(&invocation).await?;
         self.remember_epoch(queue, answer.1.clone());
         self.gauges
             .set(&settings.pattern, waiting, active, answer.5);

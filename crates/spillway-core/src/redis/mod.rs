@@ -46,6 +46,92 @@ pub fn pool(settings: &RedisSettings) -> Result<Pool, RedisError> {
     Ok(config.create_pool(Some(Runtime::Tokio1))?)
 }
 
+/// One deployment's Redis as the stores use it: the pool, the key shapes, and the deadline
+/// of every call. Every store talks to Redis through it, so no call goes without a deadline
+/// and the kind of client is chosen in one place.
+#[derive(Clone)]
+pub struct RedisClient {
+    pool: Pool,
+    keys: Keys,
+    timeout: Duration,
+}
+
+impl RedisClient {
+    pub fn new(pool: Pool, keys: Keys, timeout: Duration) -> Self {
+        Self {
+            pool,
+            keys,
+            timeout,
+        }
+    }
+
+    /// The client the settings describe (connections are made lazily).
+    pub fn from_settings(settings: &RedisSettings) -> Result<Self, RedisError> {
+        Ok(Self::new(
+            pool(settings)?,
+            Keys::new(settings.key_prefix.clone()),
+            settings.timeout(),
+        ))
+    }
+
+    /// The pool, for readiness checks.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The key shapes, with the deployment's prefix.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A pooled connection, within the deadline.
+    pub async fn connection(&self) -> Result<deadpool_redis::Connection, RedisError> {
+        with_timeout(self.timeout, self.pool.get()).await
+    }
+
+    /// One command, within the deadline.
+    pub async fn command<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        with_timeout(self.timeout, command.query_async(&mut connection)).await
+    }
+
+    /// One pipeline, within the deadline.
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        with_timeout(self.timeout, pipeline.query_async(&mut connection)).await
+    }
+
+    /// A pipeline of `EVALSHA` calls of `scripts`, loading them when Redis lost them
+    /// ([`query_with_scripts`]), within the deadline.
+    pub async fn pipeline_with_scripts<T: redis::FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+        scripts: &[&redis::Script],
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        with_timeout(
+            self.timeout,
+            query_with_scripts(&mut connection, pipeline, scripts),
+        )
+        .await
+    }
+
+    /// One script call (loaded when Redis lost it), within the deadline.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await
+    }
+}
+
 /// Runs a Redis future under a deadline, so a hung Redis cannot hang a request.
 pub async fn with_timeout<T, E>(
     timeout: Duration,

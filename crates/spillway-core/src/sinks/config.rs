@@ -50,8 +50,10 @@ pub struct SinkSettings {
     pub batch_max_delay_ms: u64,
     #[serde(default = "default_batch_bytes")]
     pub batch_max_bytes: usize,
-    /// The longest a pending-write marker lives (default 5 minutes): after it, a read shows
-    /// the table even if the batch-writer has not committed the write yet.
+    /// The longest a pending-write marker lives (default 1 hour): after it, a read shows the
+    /// table even if the batch-writer has not committed the write yet. Keep it above the
+    /// views' `ttl_seconds + stale_seconds`: under `maxmemory-policy volatile-ttl` Redis
+    /// evicts the keys nearest to expiry first, and those should be views.
     #[serde(default = "default_pending_ttl_seconds")]
     pub pending_ttl_seconds: u64,
 }
@@ -69,7 +71,7 @@ fn default_batch_delay_ms() -> u64 {
     200
 }
 fn default_pending_ttl_seconds() -> u64 {
-    300
+    3_600
 }
 fn default_batch_bytes() -> usize {
     8 * 1024 * 1024

@@ -12,12 +12,11 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use deadpool_redis::{Connection, Pool};
 use serde_json::{Map, Value};
 
 use crate::{
     kafka::producer::Delivered,
-    redis::{Keys, RedisError, query_with_scripts, with_timeout},
+    redis::{RedisClient, RedisError},
 };
 
 static PENDING_MARK: LazyLock<redis::Script> =
@@ -38,22 +37,12 @@ pub struct CommittedWrite {
 /// The pending-write markers of one deployment.
 #[derive(Clone)]
 pub struct PendingWrites {
-    redis: Pool,
-    keys: Keys,
-    timeout: Duration,
+    redis: RedisClient,
 }
 
 impl PendingWrites {
-    pub fn new(redis: Pool, keys: Keys, timeout: Duration) -> Self {
-        Self {
-            redis,
-            keys,
-            timeout,
-        }
-    }
-
-    async fn connection(&self) -> Result<Connection, RedisError> {
-        with_timeout(self.timeout, self.redis.get()).await
+    pub fn new(redis: RedisClient) -> Self {
+        Self { redis }
     }
 
     /// Marks an acknowledged write of `sink` as pending, with the row the caller will read
@@ -72,18 +61,16 @@ impl PendingWrites {
         call.cmd("EVALSHA")
             .arg(PENDING_MARK.get_hash())
             .arg(1)
-            .arg(self.keys.pending_write(sink, id))
+            .arg(self.redis.keys().pending_write(sink, id))
             .arg(delivered.partition)
             .arg(delivered.offset)
             .arg(event_id)
             .arg(text)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-        let mut connection = self.connection().await?;
-        let (set,): (i64,) = with_timeout(
-            self.timeout,
-            query_with_scripts(&mut connection, &call, &[&PENDING_MARK]),
-        )
-        .await?;
+        let (set,): (i64,) = self
+            .redis
+            .pipeline_with_scripts(&call, &[&PENDING_MARK])
+            .await?;
         Ok(set == 1)
     }
 
@@ -103,17 +90,14 @@ impl PendingWrites {
                 .cmd("EVALSHA")
                 .arg(PENDING_CLEAR.get_hash())
                 .arg(1)
-                .arg(self.keys.pending_write(sink, &write.id))
+                .arg(self.redis.keys().pending_write(sink, &write.id))
                 .arg(write.partition)
                 .arg(write.offset)
                 .ignore();
         }
-        let mut connection = self.connection().await?;
-        with_timeout(
-            self.timeout,
-            query_with_scripts::<()>(&mut connection, &pipeline, &[&PENDING_CLEAR]),
-        )
-        .await
+        self.redis
+            .pipeline_with_scripts(&pipeline, &[&PENDING_CLEAR])
+            .await
     }
 
     /// The pending row of `id`, if a write of it is pending.
@@ -122,13 +106,11 @@ impl PendingWrites {
         call.cmd("EVALSHA")
             .arg(PENDING_READ.get_hash())
             .arg(1)
-            .arg(self.keys.pending_write(sink, id));
-        let mut connection = self.connection().await?;
-        let (pending,): (Option<String>,) = with_timeout(
-            self.timeout,
-            query_with_scripts(&mut connection, &call, &[&PENDING_READ]),
-        )
-        .await?;
+            .arg(self.redis.keys().pending_write(sink, id));
+        let (pending,): (Option<String>,) = self
+            .redis
+            .pipeline_with_scripts(&call, &[&PENDING_READ])
+            .await?;
         Ok(pending.map(|text| serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 }

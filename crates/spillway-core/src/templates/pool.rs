@@ -3,13 +3,12 @@
 //! record) and the ids handed out whose database row may still say ready (a set). Taking,
 //! pushing and removing are Lua scripts, so a copy goes to exactly one caller.
 
-use std::{sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
-use deadpool_redis::Pool;
 use uuid::Uuid;
 
 use super::CopyRecord;
-use crate::redis::{Keys, RedisError, with_timeout};
+use crate::redis::{RedisClient, RedisError};
 
 /// Hands one ready template copy to exactly one caller.
 static POOL_TAKE: LazyLock<redis::Script> =
@@ -24,9 +23,7 @@ static POOL_REMOVE: LazyLock<redis::Script> =
 /// The pools of all templates of one deployment.
 #[derive(Clone)]
 pub struct TemplatePool {
-    redis: Pool,
-    keys: Keys,
-    timeout: Duration,
+    redis: RedisClient,
 }
 
 /// The ids in a pool and the ids handed out but not yet recorded as taken, read together.
@@ -41,35 +38,25 @@ fn parse_ids(ids: Vec<String>) -> Vec<Uuid> {
 }
 
 impl TemplatePool {
-    pub fn new(redis: Pool, keys: Keys, timeout: Duration) -> Self {
-        Self {
-            redis,
-            keys,
-            timeout,
-        }
+    pub fn new(redis: RedisClient) -> Self {
+        Self { redis }
     }
 
     fn keys_of(&self, template_id: &str) -> [String; 3] {
         [
-            self.keys.template_pool(template_id),
-            self.keys.template_pool_records(template_id),
-            self.keys.template_pool_taken(template_id),
+            self.redis.keys().template_pool(template_id),
+            self.redis.keys().template_pool_records(template_id),
+            self.redis.keys().template_pool_taken(template_id),
         ]
-    }
-
-    async fn connection(&self) -> Result<deadpool_redis::Connection, RedisError> {
-        with_timeout(self.timeout, self.redis.get()).await
     }
 
     /// Hands out the oldest ready copy, or `None` when the pool is empty.
     pub async fn take(&self, template_id: &str) -> Result<Option<CopyRecord>, RedisError> {
-        let mut connection = self.connection().await?;
         let mut invocation = POOL_TAKE.prepare_invoke();
         for key in self.keys_of(template_id) {
             invocation.key(key);
         }
-        let record: Option<String> =
-            with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
+        let record: Option<String> = self.redis.invoke(&invocation).await?;
         Ok(
             record.and_then(|record| match serde_json::from_str(&record) {
                 Ok(record) => Some(record),
@@ -83,15 +70,13 @@ impl TemplatePool {
 
     /// Puts a finished copy into its pool; false when it was there already or handed out.
     pub async fn push(&self, record: &CopyRecord) -> Result<bool, RedisError> {
-        let mut connection = self.connection().await?;
         let json = serde_json::to_string(record).expect("a copy record serializes");
         let mut invocation = POOL_PUSH.prepare_invoke();
         for key in self.keys_of(&record.template_id) {
             invocation.key(key);
         }
         invocation.arg(record.copy_id.to_string()).arg(json);
-        let pushed: i64 =
-            with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
+        let pushed: i64 = self.redis.invoke(&invocation).await?;
         Ok(pushed == 1)
     }
 
@@ -100,44 +85,36 @@ impl TemplatePool {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection().await?;
         let [list, records, _] = self.keys_of(template_id);
         let mut invocation = POOL_REMOVE.prepare_invoke();
         invocation.key(list).key(records);
         for id in ids {
             invocation.arg(id.to_string());
         }
-        let removed: Vec<String> =
-            with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await?;
+        let removed: Vec<String> = self.redis.invoke(&invocation).await?;
         Ok(parse_ids(removed))
     }
 
     /// How many copies the pool holds.
     pub async fn ready(&self, template_id: &str) -> Result<u64, RedisError> {
-        let mut connection = self.connection().await?;
-        let records = self.keys.template_pool_records(template_id);
-        with_timeout(
-            self.timeout,
-            redis::cmd("HLEN").arg(records).query_async(&mut connection),
-        )
-        .await
+        let records = self.redis.keys().template_pool_records(template_id);
+        self.redis.command(redis::cmd("HLEN").arg(records)).await
     }
 
     /// The pooled and the handed-out ids, read atomically (a copy is in one list or none).
     pub async fn snapshot(&self, template_id: &str) -> Result<PoolSnapshot, RedisError> {
-        let mut connection = self.connection().await?;
         let [_, records, taken] = self.keys_of(template_id);
-        let (pooled, taken): (Vec<String>, Vec<String>) = with_timeout(
-            self.timeout,
-            redis::pipe()
-                .atomic()
-                .cmd("HKEYS")
-                .arg(records)
-                .cmd("SMEMBERS")
-                .arg(taken)
-                .query_async(&mut connection),
-        )
-        .await?;
+        let (pooled, taken): (Vec<String>, Vec<String>) = self
+            .redis
+            .pipeline(
+                redis::pipe()
+                    .atomic()
+                    .cmd("HKEYS")
+                    .arg(records)
+                    .cmd("SMEMBERS")
+                    .arg(taken),
+            )
+            .await?;
         Ok(PoolSnapshot {
             pooled: parse_ids(pooled),
             taken: parse_ids(taken),
@@ -149,12 +126,11 @@ impl TemplatePool {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut connection = self.connection().await?;
         let mut command = redis::cmd("SREM");
-        command.arg(self.keys.template_pool_taken(template_id));
+        command.arg(self.redis.keys().template_pool_taken(template_id));
         for id in ids {
             command.arg(id.to_string());
         }
-        with_timeout(self.timeout, command.query_async::<()>(&mut connection)).await
+        self.redis.command(&command).await
     }
 }

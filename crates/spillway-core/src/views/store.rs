@@ -15,13 +15,12 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use deadpool_redis::Pool;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::{BODY_COLUMN, ViewKey, ViewSettings};
 use crate::{
     db::Db,
-    redis::{Keys, RedisError, with_timeout},
+    redis::{RedisClient, RedisError},
 };
 
 /// How long a key's generation outlives the last commit that changed it: longer than any
@@ -103,10 +102,8 @@ pub struct Loaded {
 /// The cache's Redis keys and the database behind them.
 #[derive(Clone)]
 pub struct ViewStore {
-    redis: Pool,
+    redis: RedisClient,
     db: Db,
-    keys: Keys,
-    redis_timeout: Duration,
 }
 
 /// The three Redis keys of one view key, sharing its hash tag.
@@ -121,17 +118,12 @@ pub fn now_ms() -> i64 {
 }
 
 impl ViewStore {
-    pub fn new(redis: Pool, db: Db, keys: Keys, redis_timeout: Duration) -> Self {
-        Self {
-            redis,
-            db,
-            keys,
-            redis_timeout,
-        }
+    pub fn new(redis: RedisClient, db: Db) -> Self {
+        Self { redis, db }
     }
 
     fn names(&self, view: &str, key: &ViewKey) -> KeyNames {
-        let value = self.keys.view(view, key.as_str());
+        let value = self.redis.keys().view(view, key.as_str());
         KeyNames {
             generation: format!("{value}:g"),
             lock: format!("{value}:l"),
@@ -139,20 +131,12 @@ impl ViewStore {
         }
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, RedisError> {
-        with_timeout(self.redis_timeout, self.redis.get()).await
-    }
-
     /// The cached result, fresh or stale; `None` when Redis does not hold the key.
     pub async fn get(&self, view: &str, key: &ViewKey) -> Result<Option<Cached>, RedisError> {
-        let mut connection = self.connection().await?;
-        let value: Option<String> = with_timeout(
-            self.redis_timeout,
-            redis::cmd("GET")
-                .arg(self.names(view, key).value)
-                .query_async(&mut connection),
-        )
-        .await?;
+        let value: Option<String> = self
+            .redis
+            .command(redis::cmd("GET").arg(self.names(view, key).value))
+            .await?;
         Ok(value.as_deref().and_then(Cached::decode))
     }
 
@@ -173,9 +157,8 @@ impl ViewStore {
             .arg(&token)
             .arg(settings.reload_timeout_ms)
             .arg(now_ms());
-        let mut connection = self.connection().await?;
         let (outcome, generation, value): (String, String, String) =
-            with_timeout(self.redis_timeout, invocation.invoke_async(&mut connection)).await?;
+            self.redis.invoke(&invocation).await?;
         Ok(match (outcome.as_str(), Cached::decode(&value)) {
             ("taken", _) => LockOutcome::Taken(Lease { token, generation }),
             ("fresh", Some(cached)) => LockOutcome::Fresh(cached),
@@ -201,9 +184,7 @@ impl ViewStore {
             .arg(&token)
             .arg(settings.reload_timeout_ms)
             .arg(GENERATION_TTL.as_millis() as u64);
-        let mut connection = self.connection().await?;
-        let (cached, generation): (i64, String) =
-            with_timeout(self.redis_timeout, invocation.invoke_async(&mut connection)).await?;
+        let (cached, generation): (i64, String) = self.redis.invoke(&invocation).await?;
         Ok((cached == 1).then_some(Lease { token, generation }))
     }
 
@@ -266,9 +247,7 @@ impl ViewStore {
             .arg(Cached::encode(body, fresh_until))
             .arg(lifetime.as_millis() as u64)
             .arg(&lease.token);
-        let mut connection = self.connection().await?;
-        let stored: i64 =
-            with_timeout(self.redis_timeout, invocation.invoke_async(&mut connection)).await?;
+        let stored: i64 = self.redis.invoke(&invocation).await?;
         Ok(stored == 1)
     }
 
@@ -277,15 +256,7 @@ impl ViewStore {
     async fn release(&self, view: &str, key: &ViewKey, lease: &Lease) {
         let mut invocation = VIEW_RELEASE.prepare_invoke();
         invocation.key(self.names(view, key).lock).arg(&lease.token);
-        let released = match self.connection().await {
-            Ok(mut connection) => with_timeout(
-                self.redis_timeout,
-                invocation.invoke_async::<i64>(&mut connection),
-            )
-            .await
-            .map(drop),
-            Err(error) => Err(error),
-        };
+        let released = self.redis.invoke::<i64>(&invocation).await;
         if let Err(error) = released {
             tracing::debug!(view, %error, "a view's reload lock was left to expire");
         }
