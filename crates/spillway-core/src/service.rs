@@ -89,7 +89,8 @@ impl ServiceBase {
         })
     }
 
-    /// Redis (the pool, the key shapes and the call deadline), checked by `/readyz`.
+    /// Redis (the pool, the key shapes and the call deadline), watched by the dependency
+    /// monitor and `/readyz?verbose`.
     pub fn with_redis(&mut self) -> Result<RedisClient, StartError> {
         let client = RedisClient::from_settings(&self.settings.redis)?;
         let checked = client.pool().clone();
@@ -101,7 +102,7 @@ impl ServiceBase {
     }
 
     /// The database, checked to be at the schema version this build expects (the services
-    /// never change the schema: `spillway-admin migrate` does), then watched by `/readyz`.
+    /// never change the schema: `spillway-admin migrate` does), then watched like Redis.
     pub async fn with_database(&mut self) -> Result<Db, StartError> {
         let database = db::connect(&self.settings.database).await?;
         db::check_schema(&database, &self.settings.database.schema).await?;
@@ -113,7 +114,7 @@ impl ServiceBase {
         Ok(database)
     }
 
-    /// The S3 client with the bucket created, checked by `/readyz`.
+    /// The S3 client with the bucket created, watched like Redis.
     #[cfg(feature = "s3")]
     pub async fn with_s3(&mut self) -> Result<aws_sdk_s3::Client, StartError> {
         use crate::s3;

@@ -10,8 +10,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
-use spillway_core::{config::Settings, queues::QUEUE_NAME, redis::Keys};
+use spillway_core::{config::Settings, queues::QUEUE_NAME, redis::RedisClient};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -33,27 +32,22 @@ struct Meta {
 pub async fn run(command: Command) -> Result<()> {
     let settings = Settings::load()?;
     spillway_core::telemetry::init(&settings.log);
-    let keys = Keys::new(settings.redis.key_prefix.clone());
-    let client = redis::Client::open(settings.redis.url.expose()).context("redis.url")?;
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("connecting to Redis (redis.url)")?;
+    let redis = RedisClient::from_settings(&settings.redis).context("redis.url")?;
     match command {
         Command::Holds { queue: Some(queue) } => {
             check_name(&queue)?;
-            let meta = read_meta(&mut redis, &keys, &queue).await?;
+            let meta = read_meta(&redis, &queue).await?;
             println!("{}", describe(&queue, meta.as_ref()));
         }
         Command::Holds { queue: None } => {
-            for queue in rooms(&mut redis, &keys).await? {
-                let meta = read_meta(&mut redis, &keys, &queue).await?;
+            for queue in rooms(&redis).await? {
+                let meta = read_meta(&redis, &queue).await?;
                 println!("{}", describe(&queue, meta.as_ref()));
             }
         }
         Command::Lift { queue } => {
             check_name(&queue)?;
-            println!("{}", lift(&mut redis, &keys, &queue).await?);
+            println!("{}", lift(&redis, &queue).await?);
         }
     }
     Ok(())
@@ -67,16 +61,14 @@ fn check_name(queue: &str) -> Result<()> {
     Ok(())
 }
 
-async fn read_meta(
-    redis: &mut redis::aio::MultiplexedConnection,
-    keys: &Keys,
-    queue: &str,
-) -> Result<Option<Meta>> {
-    let (epoch, hold_until): (Option<String>, Option<i64>) = redis::cmd("HMGET")
-        .arg(keys.queue(queue, "meta"))
-        .arg("epoch")
-        .arg("hold_until")
-        .query_async(redis)
+async fn read_meta(redis: &RedisClient, queue: &str) -> Result<Option<Meta>> {
+    let (epoch, hold_until): (Option<String>, Option<i64>) = redis
+        .command(
+            redis::cmd("HMGET")
+                .arg(redis.keys().queue(queue, "meta"))
+                .arg("epoch")
+                .arg("hold_until"),
+        )
         .await?;
     Ok(epoch.map(|epoch| Meta {
         epoch,
@@ -109,25 +101,35 @@ fn time(unix_ms: i64) -> String {
 
 /// Ends the hold, or gives a room without state a fresh epoch (`HSETNX`, so a gateway that
 /// wrote one meanwhile keeps its own).
-async fn lift(
-    redis: &mut redis::aio::MultiplexedConnection,
-    keys: &Keys,
-    queue: &str,
-) -> Result<String> {
-    let key = keys.queue(queue, "meta");
-    let before = read_meta(redis, keys, queue).await?;
+async fn lift(redis: &RedisClient, queue: &str) -> Result<String> {
+    let key = redis.keys().queue(queue, "meta");
+    let before = read_meta(redis, queue).await?;
     let created: bool = redis
-        .hset_nx(&key, "epoch", uuid::Uuid::now_v7().to_string())
+        .command(
+            redis::cmd("HSETNX")
+                .arg(&key)
+                .arg("epoch")
+                .arg(uuid::Uuid::now_v7().to_string()),
+        )
         .await?;
     if created {
         let _: () = redis
-            .hset_multiple(&key, &[("hold_until", "0"), ("seq", "0")])
+            .command(
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("hold_until")
+                    .arg(0)
+                    .arg("seq")
+                    .arg(0),
+            )
             .await?;
         return Ok(format!(
             "{queue}: had no state; given a fresh one, so no gateway will hold it"
         ));
     }
-    let _: () = redis.hset(&key, "hold_until", 0).await?;
+    let _: () = redis
+        .command(redis::cmd("HSET").arg(&key).arg("hold_until").arg(0))
+        .await?;
     Ok(match before {
         Some(meta) if meta.hold_until_ms > Utc::now().timestamp_millis() => format!(
             "{queue}: hold lifted (it was held until {}); sessions admitted before the loss may \
@@ -138,22 +140,36 @@ async fn lift(
     })
 }
 
-/// The rooms with state in Redis (their `meta` keys), by name.
-async fn rooms(redis: &mut redis::aio::MultiplexedConnection, keys: &Keys) -> Result<Vec<String>> {
-    let pattern = keys.queue("*", "meta");
-    let prefix = keys.queue("", "");
+/// The rooms with state in Redis (their `meta` keys), by name: `SCAN` in steps, each within
+/// the client's deadline.
+async fn rooms(redis: &RedisClient) -> Result<Vec<String>> {
+    let pattern = redis.keys().queue("*", "meta");
+    let prefix = redis.keys().queue("", "");
     let prefix = prefix.trim_end_matches("}:");
     let mut names = Vec::new();
-    let mut iter: redis::AsyncIter<String> = redis.scan_match(&pattern).await?;
-    while let Some(key) = iter.next_item().await {
-        let key = key?;
-        if let Some(name) = key
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix("}:meta"))
-        {
-            names.push(name.to_owned());
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis
+            .command(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1_000),
+            )
+            .await?;
+        names.extend(keys.iter().filter_map(|key| {
+            key.strip_prefix(prefix)?
+                .strip_suffix("}:meta")
+                .map(str::to_owned)
+        }));
+        if next == 0 {
+            break;
         }
+        cursor = next;
     }
     names.sort();
+    names.dedup();
     Ok(names)
 }
