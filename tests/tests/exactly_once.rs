@@ -439,3 +439,32 @@ async fn a_read_never_shows_an_older_body_after_a_newer_write_of_the_id_was_ackn
     writer.stop().await.unwrap();
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_overlapping_one_applied_before_a_crash_counts_each_event_once() {
+    let config = TestConfig::with_sample_namespaces();
+    create_videos(&config, &[]).await;
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let unkeyed = |n: usize| {
+        let mut event = outside_view(&format!("u{n}"), "hot", 1);
+        event.never_resent = true;
+        event
+    };
+    for n in 0..50 {
+        publish_protobuf(&config, &unkeyed(n)).await;
+    }
+    // Applies the 50 as one combined sum, then dies before flushing or storing offsets.
+    let counter = kill_counter_at(&config, "counter::after_apply", || async {
+        api.value(VIEWS, "hot").await == 50
+    })
+    .await;
+    // The restart reads the 50 again with 50 more: one combined sum would straddle the
+    // applied offset, so the events go one by one.
+    for n in 50..100 {
+        publish_protobuf(&config, &unkeyed(n)).await;
+    }
+    assert_settles_at(&api, &config, VIEWS, "hot", 100).await;
+    drop(counter);
+    gateway.stop().await.unwrap();
+}

@@ -215,7 +215,11 @@ impl CounterHandler {
     ) -> Vec<CounterEvents<'a>> {
         let mut slots: HashMap<EntityKey, usize> = HashMap::new();
         let mut counters: Vec<CounterEvents<'a>> = Vec::new();
+        let mut seen = HashSet::new();
         for (index, delivery) in batch.iter().enumerate() {
+            if !seen.insert((delivery.partition, delivery.offset)) {
+                continue; // the same record twice in one batch: it counts once
+            }
             let event = &delivery.message;
             let (namespace, operation) = match self.operation(event) {
                 Ok(found) => found,
@@ -253,6 +257,11 @@ impl CounterHandler {
     /// everything not yet flushed is gone from it, so the consumer must rewind.
     async fn check_epoch(&self) -> Result<(), HandlerError> {
         let current = self.store.epoch().await.map_err(HandlerError::retry)?;
+        self.observe_epoch(current)
+    }
+
+    /// Compares an epoch read from Redis with ours (see [`Self::check_epoch`]).
+    fn observe_epoch(&self, current: String) -> Result<(), HandlerError> {
         let mut epoch = self.epoch.lock().expect("epoch lock");
         match epoch.as_deref() {
             Some(known) if known != current => {
@@ -323,17 +332,18 @@ impl CounterHandler {
     }
 
     /// Applies every counter's events; counters Redis lacks are loaded, then applied again.
-    /// A counter whose row is corrupt comes back `None`.
+    /// A counter whose row is corrupt comes back `None`. Each round reads the epoch before
+    /// and after: emptied before, nothing of this batch was applied on what we knew, so a
+    /// rewind suffices; emptied during, the counters this batch touched may hold part of
+    /// their events, so they are discarded first.
     async fn apply(
         &self,
         counters: &[CounterEvents<'_>],
     ) -> Result<Vec<Option<BatchOutcome>>, HandlerError> {
         let batches: Vec<&CounterBatch> = counters.iter().map(|c| &c.batch).collect();
         let mut outcomes: Vec<Option<BatchOutcome>> = self
-            .store
-            .apply(&batches)
-            .await
-            .map_err(HandlerError::retry)?
+            .apply_round(counters, &batches)
+            .await?
             .into_iter()
             .map(Some)
             .collect();
@@ -356,11 +366,7 @@ impl CounterHandler {
             })
             .collect();
         let retried_batches: Vec<&CounterBatch> = again.iter().map(|&i| batches[i]).collect();
-        let retried = self
-            .store
-            .apply(&retried_batches)
-            .await
-            .map_err(HandlerError::retry)?;
+        let retried = self.apply_round(counters, &retried_batches).await?;
         for (index, outcome) in again.into_iter().zip(retried) {
             if outcome == BatchOutcome::Missing {
                 return Err(HandlerError::retry(CounterStoreError::Vanished));
@@ -368,6 +374,28 @@ impl CounterHandler {
             outcomes[index] = Some(outcome);
         }
         Ok(outcomes)
+    }
+
+    /// One apply pipeline, with the epoch checked on both sides of it.
+    async fn apply_round(
+        &self,
+        counters: &[CounterEvents<'_>],
+        batches: &[&CounterBatch],
+    ) -> Result<Vec<BatchOutcome>, HandlerError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let round = self
+            .store
+            .apply(batches)
+            .await
+            .map_err(HandlerError::retry)?;
+        self.observe_epoch(round.epoch_before)?;
+        if let Err(rewind) = self.observe_epoch(round.epoch_after) {
+            self.discard(counters).await;
+            return Err(rewind);
+        }
+        Ok(round.outcomes)
     }
 
     /// After an epoch change seen at the end of a batch: forget the counters this batch wrote,
@@ -465,12 +493,7 @@ impl BatchHandler for CounterHandler {
     ) -> Result<Vec<Rejection>, HandlerError> {
         let mut rejections = Vec::new();
         let counters = self.group(batch, &mut rejections);
-        self.check_epoch().await?;
         let outcomes = self.apply(&counters).await?;
-        if let Err(rewind) = self.check_epoch().await {
-            self.discard(&counters).await;
-            return Err(rewind);
-        }
         faults::point(faults::COUNTER_AFTER_APPLY);
         self.mark_dirty(&counters, &outcomes);
         rejections.extend(Self::corrupt_rejections(&counters, &outcomes));

@@ -4,8 +4,11 @@
 //! - [`config`]: what the user writes (`[namespaces.<name>]`) and the shape of entity ids.
 //! - [`store`]: [`CounterStore`], the counters in Redis with the database behind them: the
 //!   gateway's reads, the counter service's apply, load and flush reads.
+//! - [`combine`]: a batch's events of one counter collapsed into the few entries one script
+//!   call carries.
 //! - [`sql`]: the database side: counter rows and members read back, and the write-behind.
 
+pub mod combine;
 pub mod config;
 pub mod sql;
 pub mod store;
@@ -13,7 +16,8 @@ pub mod store;
 use std::collections::BTreeMap;
 
 pub use store::{
-    Applied, BatchOutcome, CounterBatch, CounterStore, CounterStoreError, EventToApply, Operation,
+    Applied, ApplyRound, BatchOutcome, CounterBatch, CounterStore, CounterStoreError, EventToApply,
+    Operation,
 };
 
 /// Source partition -> the last offset of that partition a counter's value includes.

@@ -16,6 +16,7 @@ use sea_orm::{AccessMode, DatabaseConnection, IsolationLevel, TransactionTrait};
 
 use super::{
     AppliedOffsets,
+    combine::{Entry, combine, one_per_event},
     sql::{self, CounterRow, CounterSqlError, EventIdsRow, FlushBatch, MemberRow, ValueRow},
 };
 use crate::redis::{RedisClient, RedisError};
@@ -62,14 +63,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    fn script_args(&self) -> (&'static str, String) {
-        match self {
-            Operation::AddMember(member) => ("add", member.clone()),
-            Operation::RemoveMember(member) => ("remove", member.clone()),
-            Operation::Increment(delta) => ("incr", delta.to_string()),
-        }
-    }
-
     pub fn member(&self) -> Option<&str> {
         match self {
             Operation::AddMember(member) | Operation::RemoveMember(member) => Some(member),
@@ -103,6 +96,9 @@ pub struct CounterBatch {
 pub enum BatchOutcome {
     /// Redis does not hold this counter (nothing changed): load it, then apply again.
     Missing,
+    /// Combined events straddle the applied offset (nothing changed): sent again one by one
+    /// by [`CounterStore::apply`], never returned by it.
+    Split,
     Done(Applied),
 }
 
@@ -118,17 +114,44 @@ pub struct Applied {
     pub duplicates: u64,
 }
 
+/// The outcome of each counter of an apply, and Redis's epoch just before and just after
+/// (a change means Redis was emptied meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyRound {
+    pub epoch_before: String,
+    pub outcomes: Vec<BatchOutcome>,
+    pub epoch_after: String,
+}
+
 fn outcome(reply: (i64, i64, u64, u64, u64)) -> BatchOutcome {
     let (code, value, applied, replayed, duplicates) = reply;
-    if code == 0 {
-        return BatchOutcome::Missing;
+    match code {
+        0 => BatchOutcome::Missing,
+        2 => BatchOutcome::Split,
+        _ => BatchOutcome::Done(Applied {
+            value,
+            applied,
+            replayed,
+            duplicates,
+        }),
     }
-    BatchOutcome::Done(Applied {
-        value,
-        applied,
-        replayed,
-        duplicates,
-    })
+}
+
+fn parse_reply<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, RedisError> {
+    redis::from_redis_value(value).map_err(RedisError::Parse)
+}
+
+/// Reads the epoch (`SET NX` a fresh one first, so a new or emptied Redis gets one).
+fn add_epoch_read(pipeline: &mut redis::Pipeline, key: &str) {
+    let fresh = uuid::Uuid::new_v4().to_string();
+    pipeline
+        .cmd("SET")
+        .arg(key)
+        .arg(fresh)
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(key);
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -286,30 +309,70 @@ impl CounterStore {
         Ok(())
     }
 
-    /// Applies each counter's batch with one script call, all in one pipeline; a counter
-    /// Redis does not hold comes back [`BatchOutcome::Missing`], unchanged. A Redis that lost
-    /// the script (restarted) gets it loaded again and the pipeline re-sent: replays change
-    /// nothing. Each call touches the keys of one counter only (one hash tag, one slot).
-    pub async fn apply(
+    /// Applies each counter's batch with one script call carrying its events combined
+    /// ([`super::combine`]), all in one pipeline that also reads the epoch before and after;
+    /// a counter Redis does not hold comes back [`BatchOutcome::Missing`], unchanged. A
+    /// counter whose combined events straddle its applied offset is sent again event by
+    /// event. A Redis that lost the script gets it loaded again and the pipeline re-sent:
+    /// replays change nothing. Each call touches the keys of one counter only (one hash
+    /// tag, one slot).
+    pub async fn apply(&self, batches: &[&CounterBatch]) -> Result<ApplyRound, CounterStoreError> {
+        let entries: Vec<Vec<Entry>> = batches.iter().map(|b| combine(&b.events)).collect();
+        let mut round = self.apply_entries(batches, &entries).await?;
+        let split: Vec<usize> = (0..batches.len())
+            .filter(|&i| round.outcomes[i] == BatchOutcome::Split)
+            .collect();
+        if split.is_empty() {
+            return Ok(round);
+        }
+        let again: Vec<&CounterBatch> = split.iter().map(|&i| batches[i]).collect();
+        let singles: Vec<Vec<Entry>> = again.iter().map(|b| one_per_event(&b.events)).collect();
+        let retried = self.apply_entries(&again, &singles).await?;
+        for (index, outcome) in split.into_iter().zip(retried.outcomes) {
+            round.outcomes[index] = outcome;
+        }
+        round.epoch_after = retried.epoch_after;
+        Ok(round)
+    }
+
+    async fn apply_entries(
         &self,
         batches: &[&CounterBatch],
-    ) -> Result<Vec<BatchOutcome>, CounterStoreError> {
-        if batches.is_empty() {
-            return Ok(Vec::new());
-        }
+        entries: &[Vec<Entry>],
+    ) -> Result<ApplyRound, CounterStoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
+        let epoch = self.redis.keys().counter_epoch();
         let mut pipeline = redis::pipe();
-        for batch in batches {
-            self.add_apply_call(&mut pipeline, batch, now_ms);
+        add_epoch_read(&mut pipeline, &epoch);
+        for (batch, entries) in batches.iter().zip(entries) {
+            self.add_apply_call(&mut pipeline, batch, entries, now_ms);
         }
-        let replies: Vec<(i64, i64, u64, u64, u64)> = self
+        pipeline.cmd("GET").arg(&epoch);
+        let replies: Vec<redis::Value> = self
             .redis
             .pipeline_with_scripts(&pipeline, &[&COUNTER_APPLY])
             .await?;
-        Ok(replies.into_iter().map(outcome).collect())
+        let mut replies = replies.into_iter();
+        let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+        let epoch_before: String = parse_reply(next())?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for _ in batches {
+            outcomes.push(outcome(parse_reply(next())?));
+        }
+        Ok(ApplyRound {
+            epoch_before,
+            outcomes,
+            epoch_after: parse_reply(next())?,
+        })
     }
 
-    fn add_apply_call(&self, pipeline: &mut redis::Pipeline, batch: &CounterBatch, now_ms: i64) {
+    fn add_apply_call(
+        &self,
+        pipeline: &mut redis::Pipeline,
+        batch: &CounterBatch,
+        entries: &[Entry],
+        now_ms: i64,
+    ) {
         let (namespace, entity_id) = (batch.namespace.as_str(), batch.entity_id.as_str());
         let call = pipeline
             .cmd("EVALSHA")
@@ -320,13 +383,14 @@ impl CounterStore {
             .arg(self.redis.keys().counter_event_ids(namespace, entity_id))
             .arg(now_ms)
             .arg(millis(batch.dedupe_window));
-        for event in &batch.events {
-            let (operation, argument) = event.operation.script_args();
-            call.arg(event.partition)
-                .arg(event.offset)
-                .arg(operation)
-                .arg(argument)
-                .arg(event.event_id.as_deref().unwrap_or(""));
+        for entry in entries {
+            call.arg(entry.partition)
+                .arg(entry.first_offset)
+                .arg(entry.last_offset)
+                .arg(entry.operation)
+                .arg(&entry.argument)
+                .arg(&entry.event_id)
+                .arg(entry.count);
         }
     }
 
@@ -435,17 +499,8 @@ impl CounterStore {
     /// The value identifying "this Redis, since it was last found empty", created when
     /// Redis has none (a new or emptied Redis).
     pub async fn epoch(&self) -> Result<String, CounterStoreError> {
-        let key = self.redis.keys().counter_epoch();
-        let fresh = uuid::Uuid::new_v4().to_string();
         let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("SET")
-            .arg(&key)
-            .arg(&fresh)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&key);
+        add_epoch_read(&mut pipeline, &self.redis.keys().counter_epoch());
         let (epoch,): (String,) = self.redis.pipeline(&pipeline).await?;
         Ok(epoch)
     }
@@ -552,17 +607,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn script_arguments_say_what_to_do() {
-        assert_eq!(
-            Operation::AddMember("a".into()).script_args(),
-            ("add", "a".into())
-        );
-        assert_eq!(
-            Operation::RemoveMember("a".into()).script_args(),
-            ("remove", "a".into())
-        );
-        assert_eq!(Operation::Increment(7).script_args(), ("incr", "7".into()));
+    fn script_replies_become_outcomes() {
         assert_eq!(outcome((0, 0, 0, 0, 0)), BatchOutcome::Missing);
+        assert_eq!(outcome((2, 0, 0, 0, 0)), BatchOutcome::Split);
         assert_eq!(
             outcome((1, 5, 2, 1, 1)),
             BatchOutcome::Done(Applied {
