@@ -19,6 +19,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The commit the binaries report in spillway_build_info and their start-up line:
+#   docker build --build-arg SPILLWAY_BUILD_COMMIT="$(git rev-parse --short=12 HEAD)" .
+ARG SPILLWAY_BUILD_COMMIT=unknown
 # The image's toolchain is the one rust-toolchain.toml names (RUST_VERSION); .dockerignore
 # leaves that file out so rustup does not fetch components the build does not need.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -13,7 +13,27 @@ const PROTO_FILES: &[&str] = &[
     "spillway/v1/dlq.proto",
 ];
 
+/// The commit a build is made from, set by whoever builds (the Dockerfile's
+/// `SPILLWAY_BUILD_COMMIT` build argument, CI); `unknown` when unset. Not read from git here:
+/// a build script that watched the repository would rebuild every crate after each commit.
+fn build_commit() -> String {
+    println!("cargo:rerun-if-env-changed=SPILLWAY_BUILD_COMMIT");
+    let commit: String = env::var("SPILLWAY_BUILD_COMMIT")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
+    if commit.is_empty() {
+        "unknown".into()
+    } else {
+        commit
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rustc-env=SPILLWAY_COMMIT={}", build_commit());
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

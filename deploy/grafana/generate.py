@@ -24,6 +24,9 @@ LAG = '{__name__=~"spillway_.+_consumer_lag_messages"}'
 DLQ = '{__name__=~"spillway_.+_dlq_messages_total"}'
 CONSUMED = '{__name__=~"spillway_.+_consumed_messages_total"}'
 FAILURES = '{__name__=~"spillway_.+_handler_failures_total"}'
+FLUSH_FAILURES = '{__name__=~"spillway_.+_flush_failures_total"}'
+# The spillway jobs (process_* metrics come from every process Prometheus scrapes).
+SPILLWAY_JOBS = 'job=~".*(gateway|counter|batch-writer|template-warmup).*"'
 DEPENDENCY_UP = '{__name__=~"spillway_.+_dependency_up"}'
 REQUESTS = "spillway_gateway_http_requests_total"
 
@@ -70,6 +73,11 @@ OVERVIEW = [
     panel("Dependencies up (1) or down (0)", [target(f"min by (job, dependency) ({DEPENDENCY_UP})", "{{job}} {{dependency}}")], "short", "stat"),
     panel("Warm copies ready by template", [target("sum by (template) (spillway_template_warmup_pool_ready)", "{{template}}")]),
     panel("Targets up", [target('up{job=~".*(gateway|counter|batch-writer|template-warmup).*"}', "{{job}} {{instance}}")], "short", "stat"),
+    panel("CPU by service", [target(rate(f"process_cpu_seconds_total{{{SPILLWAY_JOBS}}}", "job"), "{{job}}")], "percentunit"),
+    panel("Resident memory by service", [target(f"max by (job) (process_resident_memory_bytes{{{SPILLWAY_JOBS}}})", "{{job}}")], "bytes"),
+    panel("Open file descriptors by service", [target(f"max by (job) (process_open_fds{{{SPILLWAY_JOBS}}})", "{{job}}")]),
+    panel("Versions running", [target("count by (job, version, commit) (spillway_build_info)", "{{job}} {{version}} {{commit}}")], "short", "stat",
+          description="Instances per version and commit (spillway_build_info); two rows for one job during a rolling upgrade."),
 ]
 
 COUNTERS = [
@@ -85,7 +93,7 @@ COUNTERS = [
     panel("Counters loaded from the database/s", [target("sum(rate(spillway_counter_redis_loads_total[$__rate_interval]))", "loads")], "ops"),
     panel("Redis rebuilds (last hour)", [target("sum(increase(spillway_counter_redis_rebuilds_total[1h]))", "rebuilds")], "short", "stat",
           description="Redis found emptied: the consumer rewound to its committed offsets and reloads counters from the database."),
-    panel("Flush failures/s", [target(rate('spillway_counter_handler_failures_total{topic="flush"}', "job"), "{{job}}")], "ops"),
+    panel("Flush failures/s", [target(rate('spillway_counter_flush_failures_total', "job"), "{{job}}")], "ops"),
     panel("DLQ messages/s", [target(rate("spillway_counter_dlq_messages_total", "topic, reason"), "{{topic}} {{reason}}")], "ops"),
 ]
 
@@ -165,6 +173,8 @@ KAFKA = [
     panel("Lag by group", [target(f"sum by (job) ({LAG})", "{{job}}")]),
     panel("Consumed messages/s by group and topic", [target(rate(CONSUMED, "job, topic, outcome"), "{{job}} {{topic}} {{outcome}}")], "ops"),
     panel("Handler failures/s by group", [target(rate(FAILURES, "job, topic"), "{{job}} {{topic}}")], "ops"),
+    panel("Flush failures/s by group", [target(rate(FLUSH_FAILURES, "job"), "{{job}}")], "ops",
+          description="A handler's flush (the counter's write-behind to the database) failed and is retried."),
     panel("DLQ messages/s by group", [target(rate(DLQ, "job, topic, reason"), "{{job}} {{topic}} {{reason}}")], "ops"),
     panel("Messages per batch by group (p50)", [target(quantile(0.5, '{__name__=~"spillway_.+_batch_messages_bucket"}', "job, topic"), "{{job}} {{topic}}")]),
     panel("Batch duration by group (p99)", [target(quantile(0.99, '{__name__=~"spillway_.+_batch_duration_seconds_bucket"}', "job, topic"), "{{job}} {{topic}}")], "s"),

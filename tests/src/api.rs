@@ -106,10 +106,22 @@ impl Api {
         .await
     }
 
-    /// `GET /v1/writes/{sink}/{id}`.
+    /// `GET /v1/writes/{sink}/{id}` without a token (a `public` sink).
     pub async fn read_write(&self, sink: &str, id: &str) -> Answer {
         let url = self.url(&format!("/v1/writes/{sink}/{id}"));
         answer(self.client.get(url).send().await.expect("GET write")).await
+    }
+
+    /// `GET /v1/writes/{sink}/{id}` as `member` (a `member` sink shows it its own rows).
+    pub async fn read_write_as(&self, sink: &str, id: &str, member: &str) -> Answer {
+        let url = self.url(&format!("/v1/writes/{sink}/{id}"));
+        let request = self.client.get(url).bearer_auth(self.token(member));
+        answer(request.send().await.expect("GET write")).await
+    }
+
+    /// A member token signed with this client's secret.
+    pub fn member_token(&self, member: &str) -> String {
+        self.token(member)
     }
 
     pub async fn get(&self, namespace: &str, entity: &str, member: Option<&str>) -> Answer {

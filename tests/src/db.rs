@@ -65,3 +65,15 @@ pub async fn counter_value(db: &DatabaseConnection, namespace: &str, entity_id: 
     )
     .await
 }
+
+/// A connection to the test's schema as another database user (`url`).
+pub async fn connect_as(config: &TestConfig, url: &str) -> DatabaseConnection {
+    let mut options = sea_orm::ConnectOptions::new(url.to_owned());
+    options
+        .set_schema_search_path(config.schema.clone())
+        .sqlx_logging(false)
+        .max_connections(1);
+    Database::connect(options)
+        .await
+        .expect("connect as another role")
+}

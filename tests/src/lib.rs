@@ -89,6 +89,8 @@ impl TestConfig {
         let stack = stack::Stack::from_env();
         format!(
             r#"jwt_secret = "{JWT_SECRET}"
+# The tests' secret is a published sample one: accepted on the local stack only.
+local_stack = true
 [log]
 format = "json"
 level = "warn"
@@ -159,6 +161,12 @@ group_id = "{id}-template-warmup"
         })
     }
 
+    /// The same deployment with `line` (`key = value`) added to its `[gateway]` section
+    /// (the generated file has one already, so `extra_toml` cannot add it).
+    pub fn with_gateway_line(&self, line: &str) -> Self {
+        self.rewritten(|toml| toml.replacen("[gateway]\n", &format!("[gateway]\n{line}\n"), 1))
+    }
+
     /// A copy whose file is this one's, rewritten by `rewrite`.
     fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();
@@ -170,18 +178,40 @@ group_id = "{id}-template-warmup"
         config
     }
 
+    /// The settings of the file alone: a `SPILLWAY_*` variable of the shell the tests run in
+    /// does not reach them.
     pub fn settings(&self) -> Settings {
-        Settings::load_from(Some(self.file.clone())).expect("test configuration is valid")
+        Settings::load_file(&self.file).expect("test configuration is valid")
+    }
+
+    /// What `spillway-admin migrate` does, for this test's schema: the migrations and the
+    /// tables of owned sinks. The services only check the schema at start (they may have DML
+    /// rights only), so every `spawn_*` helper and [`process::ServiceProcess::start`] run this
+    /// first; it is idempotent.
+    pub async fn migrate(&self) {
+        spillway_core::db::migrate_all(&self.settings())
+            .await
+            .expect("migrating the test schema");
+    }
+
+    /// The same deployment connecting to the database as `url` (another role).
+    pub fn with_database_url(&self, url: &str) -> Self {
+        let shared = stack::Stack::from_env().database_url;
+        self.rewritten(|toml| {
+            toml.replace(&format!("url = \"{shared}\""), &format!("url = \"{url}\""))
+        })
     }
 }
 
-/// `video-likes` (distinct, mirrored into `videos.like_count`) and `video-views` (sum).
+/// `video-likes` (distinct, mirrored into `videos.like_count`) and `video-views` (sum,
+/// anonymous increments allowed), as in the sample configuration.
 pub const SAMPLE_NAMESPACES: &str = r#"
 [namespaces.video-likes]
 kind = "distinct"
 mirror = { table = "videos", column = "like_count", key_column = "id", key_type = "text" }
 [namespaces.video-views]
 kind = "sum"
+anonymous_increments = true
 "#;
 
 /// The sample `playlists` sink, batching at 5000 rows or 100 ms.

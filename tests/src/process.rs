@@ -32,6 +32,19 @@ fn binary_dir() -> PathBuf {
     }
 }
 
+/// A command that does not inherit the `SPILLWAY_*` settings of the shell the tests run in
+/// (`cargo xtask env` exports the local stack's secret and configuration): a service process
+/// reads the test's file and what the test passes, nothing else.
+fn hermetic(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("SPILLWAY_") && !name.starts_with("SPILLWAY_TEST_") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -59,6 +72,21 @@ impl ServiceProcess {
         port: u16,
         env: &[(&str, &str)],
     ) -> Self {
+        config.migrate().await;
+        Self::start_unmigrated_at(name, config, port, env).await
+    }
+
+    /// Starts the binary without migrating the schema first (the migration role's work).
+    pub async fn start_unmigrated(name: &str, config: &TestConfig, env: &[(&str, &str)]) -> Self {
+        Self::start_unmigrated_at(name, config, free_port(), env).await
+    }
+
+    async fn start_unmigrated_at(
+        name: &str,
+        config: &TestConfig,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let binary = binary_dir().join(name);
         assert!(
             binary.exists(),
@@ -66,7 +94,7 @@ impl ServiceProcess {
             binary.display()
         );
         let section = name.replace('-', "_").to_uppercase();
-        let child = Command::new(&binary)
+        let child = hermetic(Command::new(&binary))
             .env("SPILLWAY_CONFIG", &config.file)
             .env(
                 format!("SPILLWAY_{section}__LISTEN"),
@@ -137,7 +165,7 @@ impl ServiceProcess {
         config: &TestConfig,
         env: &[(&str, &str)],
     ) -> (ExitStatus, String) {
-        let output = Command::new(binary_dir().join(name))
+        let output = hermetic(Command::new(binary_dir().join(name)))
             .env("SPILLWAY_CONFIG", &config.file)
             .envs(env.iter().copied())
             .output()
@@ -147,6 +175,26 @@ impl ServiceProcess {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     }
+}
+
+/// `spillway-admin <args>` with the test's configuration; its exit status, stdout and stderr.
+pub fn run_admin(config: &TestConfig, args: &[&str]) -> (ExitStatus, String, String) {
+    let binary = binary_dir().join("spillway-admin");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        binary.display()
+    );
+    let output = hermetic(Command::new(binary))
+        .env("SPILLWAY_CONFIG", &config.file)
+        .args(args)
+        .output()
+        .expect("run spillway-admin");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 impl Drop for ServiceProcess {

@@ -1,4 +1,5 @@
-//! The services in-process, each on port 0, stopped through its shutdown token.
+//! The services in-process, each on port 0, stopped through its shutdown token. Each helper
+//! migrates the test's schema first, as `spillway-admin migrate` does before a deployment.
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,7 @@ where
 }
 
 pub async fn spawn_gateway(config: &TestConfig) -> RunningService {
+    config.migrate().await;
     let app = gateway::Application::build(config.settings())
         .await
         .expect("gateway starts");
@@ -55,6 +57,7 @@ pub async fn spawn_gateway(config: &TestConfig) -> RunningService {
 }
 
 pub async fn spawn_counter(config: &TestConfig) -> RunningService {
+    config.migrate().await;
     let app = counter::Application::build(config.settings())
         .await
         .expect("counter starts");
@@ -62,6 +65,7 @@ pub async fn spawn_counter(config: &TestConfig) -> RunningService {
 }
 
 pub async fn spawn_batch_writer(config: &TestConfig) -> RunningService {
+    config.migrate().await;
     let app = batch_writer::Application::build(config.settings())
         .await
         .expect("batch-writer starts");
@@ -69,6 +73,7 @@ pub async fn spawn_batch_writer(config: &TestConfig) -> RunningService {
 }
 
 pub async fn spawn_template_warmup(config: &TestConfig) -> RunningService {
+    config.migrate().await;
     let app = template_warmup::Application::build(config.settings())
         .await
         .expect("template-warmup starts");

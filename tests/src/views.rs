@@ -46,10 +46,23 @@ impl ViewRead {
     }
 }
 
-/// `GET /v1/views/{view}/{key}`.
+/// `GET /v1/views/{view}/{key}` without a token (a `public` view).
 pub async fn read_view(api: &Api, view: &str, key: &str) -> ViewRead {
+    read(api, view, key, None).await
+}
+
+/// `GET /v1/views/{view}/{key}` as `member` (a view keyed by member answers its own key).
+pub async fn read_view_as(api: &Api, view: &str, key: &str, member: &str) -> ViewRead {
+    read(api, view, key, Some(member)).await
+}
+
+async fn read(api: &Api, view: &str, key: &str, member: Option<&str>) -> ViewRead {
     let url = format!("{}/v1/views/{view}/{key}", api.base_url);
-    let response = api.client.get(url).send().await.expect("GET view");
+    let mut request = api.client.get(url);
+    if let Some(member) = member {
+        request = request.bearer_auth(api.member_token(member));
+    }
+    let response = request.send().await.expect("GET view");
     let status = response.status().as_u16();
     let cache_status = response
         .headers()

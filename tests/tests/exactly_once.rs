@@ -394,13 +394,13 @@ async fn a_marker_whose_clearing_failed_expires_and_the_read_shows_the_committed
     )
     .await
     .unwrap();
-    let (_, body) = api.read_write("playlists", &id).await;
+    let (_, body) = api.read_write_as("playlists", &id, "ada").await;
     assert_eq!(
         (&body["status"], &body["row"]["title"]),
         (&json!("pending"), &json!("First"))
     );
     let body = eventually("the marker expired", Duration::from_secs(10), || async {
-        let (_, body) = api.read_write("playlists", &id).await;
+        let (_, body) = api.read_write_as("playlists", &id, "ada").await;
         (body["status"] == "committed").then_some(body)
     })
     .await;
@@ -432,7 +432,7 @@ async fn a_read_never_shows_an_older_body_after_a_newer_write_of_the_id_was_ackn
             // Reads after the newer write's 202, while the older one commits.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(1_500);
             while tokio::time::Instant::now() < deadline {
-                let (status, body) = api.read_write("playlists", &id).await;
+                let (status, body) = api.read_write_as("playlists", &id, "ada").await;
                 assert_eq!(status, 200, "{body}");
                 assert_eq!(body["row"]["title"], "newer", "round {n}: {body}");
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -22,8 +22,11 @@ async fn readyz(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value)
     }
 }
 
+/// Readiness means "this pod can answer": `/readyz` stays 200 while a dependency is down
+/// (the gateway keeps answering, 503 with Retry-After for what needs it), while
+/// `/readyz?verbose` and the `dependency_up` gauge name the dependency that is down.
 #[tokio::test]
-async fn readiness_turns_503_naming_the_stopped_dependency_and_recovers_when_it_returns() {
+async fn readiness_stays_200_while_a_dependency_is_down_and_the_verbose_check_names_it() {
     let _serial = SERIAL.lock().await;
     let config = TestConfig::with_sample_namespaces();
     db::create_videos(&db::connect(&config).await, &[]).await;
@@ -44,8 +47,8 @@ async fn readiness_turns_503_naming_the_stopped_dependency_and_recovers_when_it_
     ] {
         stack::stop(component);
         let stopped = Instant::now();
-        for service in [&gateway, &counter] {
-            let url = service.url("/readyz");
+        for (name, service) in [("gateway", &gateway), ("counter", &counter)] {
+            let url = service.url("/readyz?verbose");
             let body = eventually(
                 &format!("{url} 503 without {component}"),
                 Duration::from_secs(5),
@@ -57,29 +60,49 @@ async fn readiness_turns_503_naming_the_stopped_dependency_and_recovers_when_it_
             .await;
             assert!(stopped.elapsed() < Duration::from_secs(5) + Duration::from_millis(500));
             assert_eq!(body["down"], serde_json::json!([dependency]), "{body}");
+            let (status, body) = readyz(&client, &service.url("/readyz")).await;
+            assert_eq!(status, 200, "still ready without {component}: {body}");
             let health = client.get(service.url("/healthz")).send().await.unwrap();
             assert_eq!(
                 health.status(),
                 200,
                 "the service stays alive without {component}"
             );
+            let gauge = format!("spillway_{name}_dependency_up{{dependency=\"{dependency}\"}} 0");
+            assert!(service.metrics().await.contains(&gauge), "{gauge}");
         }
         if component != "postgres" {
             // A call that needs the missing dependency is refused quickly, never hung.
             let started = Instant::now();
-            let (status, body) = api.like("video-likes", "v1", "alice").await;
-            assert_eq!(status, 503, "{body}");
+            let response = client
+                .put(format!(
+                    "http://127.0.0.1:{}/v1/counters/video-likes/v1/members/me",
+                    gateway.port
+                ))
+                .bearer_auth(spillway_tests::token("alice"))
+                .send()
+                .await
+                .unwrap();
             assert!(
                 started.elapsed() < Duration::from_millis(2_500),
                 "answered within the deadline"
             );
+            assert_eq!(response.status(), 503);
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
+            let body: serde_json::Value = response.json().await.unwrap();
             assert_eq!(body["dependency"], dependency, "{body}");
         }
         stack::start_all();
         for service in [&gateway, &counter] {
-            let url = service.url("/readyz");
+            let url = service.url("/readyz?verbose");
             eventually(
-                &format!("{url} ready again after {component}"),
+                &format!("{url} 200 again after {component}"),
                 Duration::from_secs(30),
                 || async { (readyz(&client, &url).await.0 == 200).then_some(()) },
             )
@@ -310,9 +333,11 @@ async fn with_s3_down_direct_copies_answer_503_pool_hits_succeed_and_refills_res
     assert_eq!(status, 201, "a pool hit needs no S3: {copy}");
     assert_eq!(copy["source"], "pool");
     let client_http = reqwest::Client::new();
-    let (status, body) = readyz(&client_http, &warmup.url("/readyz")).await;
+    let (status, body) = readyz(&client_http, &warmup.url("/readyz?verbose")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["down"], serde_json::json!(["s3"]), "{body}");
+    let (status, _) = readyz(&client_http, &warmup.url("/readyz")).await;
+    assert_eq!(status, 200, "template-warmup can still answer");
 
     stack::start_all();
     eventually(

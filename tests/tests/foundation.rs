@@ -46,29 +46,79 @@ async fn every_service_starts_and_answers_health_readiness_and_metrics() {
         let health = client.get(service.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200, "{name} /healthz");
         let ready = client.get(service.url("/readyz")).send().await.unwrap();
-        let status = ready.status();
-        let body: serde_json::Value = ready.json().await.unwrap();
-        assert_eq!(status, 200, "{name} /readyz: {body}");
-        let metrics = client
-            .get(service.url("/metrics"))
+        assert_eq!(ready.status(), 200, "{name} /readyz");
+        let verbose = client
+            .get(service.url("/readyz?verbose"))
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
             .unwrap();
+        let status = verbose.status();
+        let body: serde_json::Value = verbose.json().await.unwrap();
+        assert_eq!(status, 200, "{name} /readyz?verbose: {body}");
+        let checked: Vec<&str> = body["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|dependency| dependency["name"].as_str())
+            .collect();
+        assert!(
+            checked.contains(&"kafka") && checked.contains(&"redis"),
+            "{name}: {body}"
+        );
+        let metrics = service.metrics().await;
         assert!(
             metrics.contains(&format!(
                 "spillway_{name}_dependency_up{{dependency=\"redis\"}} 1"
             )),
             "{name} metrics:\n{metrics}"
         );
+        assert_process_and_build_metrics(name, &metrics);
     }
     for (name, service) in services {
         service
             .stop()
             .await
             .unwrap_or_else(|e| panic!("{name} stops cleanly: {e}"));
+    }
+}
+
+/// `process_*` and `spillway_build_info` from every service; the failure counters of a
+/// consumer at 0 from the start (template-warmup's too), and no `flush` in a `topic` label.
+fn assert_process_and_build_metrics(name: &str, metrics: &str) {
+    for metric in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(metric), "{name} exports {metric}");
+    }
+    let build_info = metrics
+        .lines()
+        .find(|line| line.starts_with("spillway_build_info{"))
+        .unwrap_or_else(|| panic!("{name} exports spillway_build_info"));
+    assert!(
+        build_info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && build_info.contains("commit=\"")
+            && build_info.ends_with(" 1"),
+        "{name}: {build_info}"
+    );
+    assert!(
+        !metrics.contains("topic=\"flush\""),
+        "{name}: `flush` is not a topic"
+    );
+    if name == "gateway" {
+        return;
+    }
+    let flush = format!("spillway_{name}_flush_failures_total 0");
+    assert!(metrics.contains(&flush), "{name} exports {flush}");
+    // This deployment has no sink: the batch-writer consumes no topic.
+    if name != "batch_writer" {
+        for series in [
+            format!("spillway_{name}_handler_failures_total{{topic=\""),
+            format!("spillway_{name}_dlq_messages_total{{reason=\"protobuf\""),
+        ] {
+            assert!(metrics.contains(&series), "{name} exports {series}");
+        }
     }
 }
 

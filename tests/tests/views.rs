@@ -14,7 +14,7 @@ use spillway_tests::{
     api::Api,
     db, eventually, spawn_batch_writer, spawn_counter, spawn_gateway,
     views::{
-        PrivateRedis, ViewRead, load_sample_schema, read_view, sample_views_toml,
+        PrivateRedis, ViewRead, load_sample_schema, read_view, read_view_as, sample_views_toml,
         settled_table_scans, with_redis,
     },
 };
@@ -75,12 +75,13 @@ async fn a_view_is_loaded_once_then_served_from_redis() {
     let bad = read_view(&api, "lecture-attendance", "seven").await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.body["field"], "key");
-    let bad_text = read_view(&api, "member-playlists", "a%20b").await;
+    let bad_text = read_view_as(&api, "member-playlists", "a%20b", "ann").await;
     assert_eq!(bad_text.status, 400);
     gateway.stop().await.unwrap();
 }
 
-/// Reads the view until `check` accepts it; the read and when it came.
+/// Reads the view (keyed by member) as its key's member until `check` accepts it; the read
+/// and when it came.
 async fn read_until(
     api: &Api,
     view: &str,
@@ -89,7 +90,7 @@ async fn read_until(
 ) -> (ViewRead, Instant) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let read = read_view(api, view, key).await;
+        let read = read_view_as(api, view, key, key).await;
         if check(&read) {
             return (read, Instant::now());
         }
@@ -114,7 +115,7 @@ async fn a_committed_write_refreshes_its_view_within_a_second() {
     let writer = spawn_batch_writer(&config).await;
     let gateway = spawn_gateway(&config).await;
     let api = api_for(gateway.port);
-    let before = read_view(&api, "member-playlists", "alice").await;
+    let before = read_view_as(&api, "member-playlists", "alice", "alice").await;
     assert_eq!((before.status, before.body.clone()), (200, json!([])));
     assert_eq!(before.cache_status, "spillway; fwd=miss; stored");
 
@@ -126,7 +127,7 @@ async fn a_committed_write_refreshes_its_view_within_a_second() {
     let committed_at = eventually("the write is committed", Duration::from_secs(10), || {
         let (api, id) = (api.clone(), id.clone());
         async move {
-            let (_, body) = api.read_write("playlists", &id).await;
+            let (_, body) = api.read_write_as("playlists", &id, "alice").await;
             (body["status"] == "committed").then(Instant::now)
         }
     })
@@ -160,7 +161,7 @@ async fn a_write_the_database_refuses_leaves_the_view_alone() {
         .unwrap();
     let gateway = spawn_gateway(&config).await;
     let api = api_for(gateway.port);
-    let before = read_view(&api, "member-playlists", "bob").await;
+    let before = read_view_as(&api, "member-playlists", "bob", "bob").await;
     assert_eq!(before.body, json!([]));
 
     let (status, _) = api
@@ -178,13 +179,14 @@ async fn a_write_the_database_refuses_leaves_the_view_alone() {
         || {
             let (api, id) = (api.clone(), later.clone());
             async move {
-                (api.read_write("playlists", &id).await.1["status"] == "committed").then_some(())
+                (api.read_write_as("playlists", &id, "carol").await.1["status"] == "committed")
+                    .then_some(())
             }
         },
     )
     .await;
 
-    let after = read_view(&api, "member-playlists", "bob").await;
+    let after = read_view_as(&api, "member-playlists", "bob", "bob").await;
     assert_eq!(after.body, json!([]));
     assert!(
         after.cache_status.starts_with("spillway; hit; ttl="),

@@ -41,7 +41,7 @@ async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
     assert!(uuid::Uuid::parse_str(&id).is_ok());
 
     // No batch-writer yet: the write can only be pending, read back from Redis.
-    let (status, body) = api.read_write("playlists", &id).await;
+    let (status, body) = api.read_write_as("playlists", &id, "alice").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "pending");
     assert_eq!(body["row"]["member_id"], "alice");
@@ -52,7 +52,7 @@ async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
         "the write is committed",
         Duration::from_secs(20),
         || async {
-            let (_, body) = api.read_write("playlists", &id).await;
+            let (_, body) = api.read_write_as("playlists", &id, "alice").await;
             (body["status"] == "committed").then_some(body)
         },
     )
@@ -79,7 +79,7 @@ async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
     .await;
     let _: () = redis::cmd("PING").query_async(&mut redis).await.unwrap();
     let (status, _) = api
-        .read_write("playlists", &uuid::Uuid::now_v7().to_string())
+        .read_write_as("playlists", &uuid::Uuid::now_v7().to_string(), "alice")
         .await;
     assert_eq!(status, 404, "an unknown id");
     writer.stop().await.unwrap();
@@ -264,7 +264,9 @@ async fn bad_writes_name_the_column_and_publish_nothing() {
             "no token",
         ),
         (
-            client.get(format!("{base}/v1/writes/playlists/not-a-uuid")),
+            client
+                .get(format!("{base}/v1/writes/playlists/not-a-uuid"))
+                .bearer_auth(token("a")),
             400,
             Some("id"),
             "bad id on read",

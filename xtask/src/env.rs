@@ -17,8 +17,13 @@ use crate::{
     topology::Topology,
 };
 
-/// A fixed secret for the local stack only.
+/// A fixed secret for the local stack only: the services refuse it unless
+/// [`LOCAL_STACK_VAR`] is set.
 pub const DEV_JWT_SECRET: &str = "dev-secret-change-me";
+
+/// Tells the services they run on the local stack, where the published sample secret is
+/// accepted (`local_stack` in the configuration).
+pub const LOCAL_STACK_VAR: &str = "SPILLWAY_LOCAL_STACK";
 
 fn kafka_bootstrap(topology: Topology) -> String {
     if topology.kafka_cluster() {
@@ -75,10 +80,12 @@ fn service_overrides(topology: Topology) -> Vec<(&'static str, String)> {
 }
 
 /// The stack's variables plus what the services started by `up` read: the sample
-/// configuration, the development JWT secret and the topology's overrides.
+/// configuration, the development JWT secret with the local-stack marker that lets the
+/// services accept it, and the topology's overrides.
 pub fn variables(paths: &Paths, topology: Topology) -> Vec<(&'static str, String)> {
     let mut variables = stack_variables(topology);
     variables.push(("SPILLWAY_JWT_SECRET", DEV_JWT_SECRET.to_owned()));
+    variables.push((LOCAL_STACK_VAR, "1".to_owned()));
     let config = paths.repo.join("config/spillway.toml");
     variables.push(("SPILLWAY_CONFIG", config.display().to_string()));
     variables.extend(service_overrides(topology));

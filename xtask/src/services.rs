@@ -1,4 +1,5 @@
-//! The four spillway services as local processes: built with cargo, started detached with the
+//! The four spillway services as local processes: built with cargo, the database migrated by
+//! `spillway-admin migrate` (the services only check the schema), started detached with the
 //! sample configuration, ready when `/readyz` answers 200.
 
 use std::{
@@ -55,8 +56,24 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// Starts every service whose port is free and waits until each is ready.
+/// `spillway-admin migrate` with the services' environment: the migrations and the owned
+/// sinks' tables, what the Helm chart's migration Job does before a deployment.
+pub fn migrate(paths: &Paths, binaries: &std::path::Path, topology: Topology) -> Result<()> {
+    let status = Command::new(binaries.join("spillway-admin"))
+        .arg("migrate")
+        .current_dir(&paths.repo)
+        .envs(env::variables(paths, topology))
+        .status()
+        .context("running spillway-admin migrate")?;
+    anyhow::ensure!(status.success(), "spillway-admin migrate failed");
+    eprintln!("  {:<16} database migrated", "spillway-admin");
+    Ok(())
+}
+
+/// Migrates the database, then starts every service whose port is free and waits until each
+/// is ready.
 pub fn start(paths: &Paths, binaries: &std::path::Path, topology: Topology) -> Result<()> {
+    migrate(paths, binaries, topology)?;
     for (name, port) in SERVICES {
         if process::port_open(port) {
             eprintln!("  {name:<16} :{port} already running");

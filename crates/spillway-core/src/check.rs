@@ -14,6 +14,33 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
 }
 
+/// A yes/no setting that may come from an environment variable: `true`/`false`, `1`/`0`,
+/// or the strings `yes`/`no`, `on`/`off` (`SPILLWAY_LOCAL_STACK=1`).
+pub fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Number(i64),
+        Text(String),
+    }
+    match serde::Deserialize::deserialize(deserializer)? {
+        Flag::Bool(value) => Ok(value),
+        Flag::Number(0) => Ok(false),
+        Flag::Number(1) => Ok(true),
+        Flag::Text(text) => match text.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" | "" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not a yes/no value (use true or false)"
+            ))),
+        },
+        Flag::Number(other) => Err(serde::de::Error::custom(format!(
+            "{other} is not a yes/no value (use 1 or 0)"
+        ))),
+    }
+}
+
 /// "configuration key `key`: reason".
 pub fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {

@@ -1,5 +1,10 @@
-//! HTTP pieces every service shares: the ops endpoints (`/healthz`, `/readyz`, `/metrics`),
-//! problem+json (RFC 9457) responses, and a server runner that stops on the shutdown token.
+//! HTTP pieces every service shares: the ops endpoints (`/healthz`, `/readyz`,
+//! `/readyz?verbose`, `/metrics`), problem+json (RFC 9457) responses, and a server runner
+//! that stops on the shutdown token.
+//!
+//! `/readyz` is 200 as soon as the ops server answers (start-up done, listener up), whatever
+//! the dependencies do; `/readyz?verbose` checks each dependency and is 503 naming those that
+//! are down ([`crate::readiness`] says why they differ).
 
 use std::{net::TcpListener, time::Duration};
 
@@ -104,6 +109,14 @@ pub struct OpsState {
     pub readiness: Readiness,
 }
 
+impl OpsState {
+    /// Runs the dependency monitor (the `dependency_up` gauge) until `shutdown`.
+    pub fn spawn_dependency_monitor(&self, shutdown: CancellationToken) {
+        let (readiness, metrics) = (self.readiness.clone(), self.metrics.clone());
+        tokio::spawn(readiness.monitor(metrics, shutdown));
+    }
+}
+
 /// Adds `/healthz`, `/readyz` and `/metrics` to an app.
 pub fn configure_ops(state: OpsState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
@@ -119,7 +132,23 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
+/// Whether the query string asks for `verbose` (`?verbose`, `?verbose=1`, `?verbose=true`).
+fn wants_verbose(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        key == "verbose" && !matches!(value, "0" | "false")
+    })
+}
+
+async fn readyz(request: actix_web::HttpRequest, state: web::Data<OpsState>) -> HttpResponse {
+    if !wants_verbose(request.query_string()) {
+        return HttpResponse::Ok().json(serde_json::json!({"status": "ready"}));
+    }
+    dependencies(&state).await
+}
+
+/// Every dependency checked now: 200 when all are up, else 503 naming those that are down.
+async fn dependencies(state: &OpsState) -> HttpResponse {
     let statuses = state.readiness.check_all(&state.metrics).await;
     let down: Vec<&str> = statuses
         .iter()
@@ -132,8 +161,8 @@ async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
     }
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "not-ready",
-        format!("not ready: {} down", down.join(", ")),
+        "dependency-down",
+        format!("{} down", down.join(", ")),
     )
     .with_retry_after(1)
     .with("down", serde_json::json!(down))
@@ -182,4 +211,19 @@ pub async fn run_until_cancelled(
     let outcome = server.await;
     stopper.abort();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_is_asked_for_with_or_without_a_value() {
+        assert!(wants_verbose("verbose"));
+        assert!(wants_verbose("a=1&verbose=1"));
+        assert!(wants_verbose("verbose=true"));
+        assert!(!wants_verbose(""));
+        assert!(!wants_verbose("verbose=0"));
+        assert!(!wants_verbose("verbosity"));
+    }
 }

@@ -2,17 +2,21 @@
 //!
 //! **Infrastructure** (no feature knowledge):
 //! - [`config`]: the layered settings (a TOML file, then `SPILLWAY_` variables), validated at
-//!   start; it only aggregates the sections, over the leaf [`check`] (the shared checks and
-//!   `ConfigError`) and [`secret`].
-//! - [`telemetry`]: `tracing` logs in JSON or pretty form.
-//! - [`service`]: the start-up and run loop every service shares, with [`http`] (the ops
-//!   endpoints, problem+json), [`readiness`] (the checks behind `/readyz`), [`metrics`]
-//!   (the Prometheus registry) and [`shutdown`] (SIGTERM drains, a second signal exits).
+//!   start; it only aggregates the sections, over the leaves [`check`] (the shared checks and
+//!   `ConfigError`), [`secret`] (and the published sample secrets, refused outside the local
+//!   stack) and [`read_rule`] (who may read a sink or a view).
+//! - [`telemetry`]: `tracing` logs, pretty on a terminal and JSON otherwise.
+//! - [`service`]: the start-up and run loop every service shares (the schema check, the one
+//!   start-up line), with [`http`] (the ops endpoints, problem+json), [`readiness`] (the
+//!   dependency checks behind `/readyz?verbose` and their monitor), [`metrics`] (the
+//!   Prometheus registry, process and build metrics) and [`shutdown`] (SIGTERM drains, a
+//!   second signal exits).
 //! - [`wire`]: the protobuf messages on the Kafka topics, and their JSON form.
 //! - [`kafka`]: the idempotent producer (`publish` of any [`wire::WireMessage`]), the
 //!   at-least-once consumer loop, the DLQ and topic admin.
 //! - [`redis`]: the pool, deadlines, scripts re-loaded after a restart, and every key shape.
-//! - [`db`]: the database connection and the migrations.
+//! - [`db`]: the database connection, the schema check at start, and the migrations
+//!   (`migrate_all`, run by `spillway-admin migrate`, never by a service).
 //! - `s3` (feature `s3`): the S3 client for template copies.
 //! - [`faults`]: fail points, where fault tests stall a process at its worst moment.
 //!
@@ -35,6 +39,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod queues;
+pub mod read_rule;
 pub mod readiness;
 pub mod redis;
 #[cfg(feature = "s3")]

@@ -1,10 +1,18 @@
 //! The Prometheus registry a service exports on `/metrics`, and the metrics every service
-//! shares (consumer and readiness). Names follow `spillway_<service>_<what>_<unit>`; labels come
-//! from a small known set (topic, outcome, dependency, sink, namespace), never from ids.
+//! shares: consumer, dependency, process (`process_*`: CPU seconds, resident memory, open
+//! file descriptors, on Linux) and build (`spillway_build_info{version,commit}`). Names follow
+//! `spillway_<service>_<what>_<unit>`; labels come from a small known set (topic, outcome,
+//! dependency, sink, namespace), never from ids nor from anything a client sends.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// The version every spillway binary reports (the workspace's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit it was built from (`SPILLWAY_BUILD_COMMIT` at build time), or `unknown`.
+pub const COMMIT: &str = env!("SPILLWAY_COMMIT");
 
 /// The `reason` label values of `dlq_messages_total`: the decode error kinds
 /// ([`crate::wire::DecodeError::kind`]) and `rejected` (a handler refused the message).
@@ -25,6 +33,29 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     metric
 }
 
+/// The process metrics (Linux: `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, ...) and `spillway_build_info{version,commit} 1`.
+fn register_process_and_build(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process metrics are registered once per registry");
+    let build_info = register(
+        registry,
+        IntGaugeVec::new(
+            Opts::new(
+                "spillway_build_info",
+                "1, labelled with the version and commit this binary was built from",
+            ),
+            &["version", "commit"],
+        )
+        .expect("valid metric"),
+    );
+    build_info.with_label_values(&[VERSION, COMMIT]).set(1);
+}
+
 /// A service's registry and the metrics shared by all services.
 #[derive(Clone)]
 pub struct Metrics {
@@ -38,8 +69,12 @@ pub struct Metrics {
     pub batch_duration: HistogramVec,
     /// Messages per handled batch, by topic.
     pub batch_size: HistogramVec,
-    /// Handler failures that will be retried, by topic.
+    /// Handler failures that will be retried, by topic (the batch's topic, or the DLQ topic
+    /// for a dead letter that could not be sent).
     pub handler_failures: IntCounterVec,
+    /// Flushes (the handler's `flush`, e.g. the counter's write-behind) that failed and are
+    /// retried.
+    pub flush_failures: IntCounter,
     /// 1 when a dependency answered its last readiness check, by dependency.
     pub dependency_up: IntGaugeVec,
     /// Consumer lag (high watermark minus position) by topic and partition.
@@ -101,6 +136,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let flush_failures = register(
+            &registry,
+            IntCounter::with_opts(Opts::new(
+                name("flush_failures_total"),
+                "Flushes that failed and are retried",
+            ))
+            .expect("valid metric"),
+        );
         let dependency_up = register(
             &registry,
             IntGaugeVec::new(
@@ -123,6 +166,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        register_process_and_build(&registry);
         Self {
             service,
             registry,
@@ -131,6 +175,7 @@ impl Metrics {
             batch_duration,
             batch_size,
             handler_failures,
+            flush_failures,
             dependency_up,
             consumer_lag,
         }
@@ -142,15 +187,12 @@ impl Metrics {
     }
 
     /// Exports a consumer's failure counters at 0 from the start: handler failures for its
-    /// topics, its flush (`flush`) and its DLQ sends, and DLQ messages for its topics by every
-    /// reason. A labelled counter that appears only with its first increment hides that
-    /// increment from `rate` and `increase`, so dashboards and alerts would miss it.
+    /// topics and its DLQ sends, and DLQ messages for its topics by every reason (flush
+    /// failures have no label and are exported from the start anyway). A labelled counter
+    /// that appears only with its first increment hides that increment from `rate` and
+    /// `increase`, so dashboards and alerts would miss it.
     pub fn init_consumer_series(&self, topics: &[String], dlq_topic: &str) {
-        for topic in topics
-            .iter()
-            .map(String::as_str)
-            .chain(["flush", dlq_topic])
-        {
+        for topic in topics.iter().map(String::as_str).chain([dlq_topic]) {
             self.handler_failures.with_label_values(&[topic]);
         }
         for topic in topics {

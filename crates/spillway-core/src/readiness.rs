@@ -1,12 +1,23 @@
-//! Readiness: each dependency (Kafka, Redis, the database, S3) has a named check; `/readyz`
-//! runs them all at once, each under a short timeout, and names every one that is down.
+//! Dependency health: each dependency (Kafka, Redis, the database, S3) has a named check;
+//! `/readyz?verbose` runs them all at once, each under a short timeout, and names every one
+//! that is down, and a monitor runs them every [`MONITOR_INTERVAL`] so that the
+//! `dependency_up` gauge (and the alert on it) is current without anyone asking.
+//!
+//! Plain `/readyz` does not run them: readiness means "this process can answer" (its start-up
+//! is done and its listener is up). A gateway whose Kafka is down still answers reads from
+//! Redis and 503 with Retry-After for what needs Kafka; taking every pod out of its Service
+//! would turn those answers into connection errors. See docs/operations.md, "Readiness".
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
 /// How long one dependency may take to answer before it counts as down.
 pub const CHECK_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// How often the monitor checks every dependency.
+pub const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
@@ -60,5 +71,32 @@ impl Readiness {
             }
         });
         futures::future::join_all(runs).await
+    }
+
+    /// Checks every dependency now and every [`MONITOR_INTERVAL`] until `shutdown`, logging
+    /// when one goes down or comes back.
+    pub async fn monitor(self, metrics: Metrics, shutdown: CancellationToken) {
+        let mut down: Vec<String> = Vec::new();
+        loop {
+            let statuses = self.check_all(&metrics).await;
+            for status in &statuses {
+                let was_down = down.contains(&status.name);
+                match (&status.error, was_down) {
+                    (Some(error), false) => {
+                        tracing::warn!(dependency = %status.name, %error, "dependency down");
+                        down.push(status.name.clone());
+                    }
+                    (None, true) => {
+                        tracing::info!(dependency = %status.name, "dependency up again");
+                        down.retain(|name| name != &status.name);
+                    }
+                    _ => {}
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(MONITOR_INTERVAL) => {}
+            }
+        }
     }
 }

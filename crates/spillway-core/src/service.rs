@@ -1,6 +1,8 @@
-//! What every service does at start and at stop, in one place: print the effective
-//! configuration, create the topics, connect the dependencies it needs (each adding its
-//! readiness check), and run the ops server beside the service's own work until shutdown.
+//! What every service does at start and at stop, in one place: log the effective
+//! configuration (at debug), create the topics, connect the dependencies it needs (each adding
+//! its dependency check), and run the ops server and the dependency monitor beside the
+//! service's own work until shutdown. Once it serves, one info line says the service started,
+//! where it listens and its version.
 
 use std::{net::TcpListener, sync::Arc};
 
@@ -51,7 +53,7 @@ pub struct ServiceBase {
 impl ServiceBase {
     /// Logs the configuration, creates the configured topics and the producer.
     pub async fn start(name: &'static str, settings: Settings) -> Result<Self, StartError> {
-        tracing::info!(service = name, configuration = %settings.to_masked_json(), "starting");
+        tracing::debug!(service = name, configuration = %settings.to_masked_json(), "starting");
         let kafka = &settings.kafka;
         let mut topics = vec![
             (
@@ -87,7 +89,8 @@ impl ServiceBase {
         })
     }
 
-    /// Redis (the pool, the key shapes and the call deadline), checked by `/readyz`.
+    /// Redis (the pool, the key shapes and the call deadline), watched by the dependency
+    /// monitor and `/readyz?verbose`.
     pub fn with_redis(&mut self) -> Result<RedisClient, StartError> {
         let client = RedisClient::from_settings(&self.settings.redis)?;
         let checked = client.pool().clone();
@@ -98,10 +101,11 @@ impl ServiceBase {
         Ok(client)
     }
 
-    /// The database, migrated, checked by `/readyz`.
+    /// The database, checked to be at the schema version this build expects (the services
+    /// never change the schema: `spillway-admin migrate` does), then watched like Redis.
     pub async fn with_database(&mut self) -> Result<Db, StartError> {
         let database = db::connect(&self.settings.database).await?;
-        db::migrate(&database, &self.settings.database.schema).await?;
+        db::check_schema(&database, &self.settings.database.schema).await?;
         let checked = database.clone();
         self.add_check("database", move || {
             let database = checked.clone();
@@ -110,7 +114,7 @@ impl ServiceBase {
         Ok(database)
     }
 
-    /// The S3 client with the bucket created, checked by `/readyz`.
+    /// The S3 client with the bucket created, watched like Redis.
     #[cfg(feature = "s3")]
     pub async fn with_s3(&mut self) -> Result<aws_sdk_s3::Client, StartError> {
         use crate::s3;
@@ -187,6 +191,21 @@ impl ServiceBase {
     }
 }
 
+/// The one info line of a service's start: its name, where it listens, its version.
+pub fn announce(name: &str, listener: &TcpListener) {
+    let listen = listener
+        .local_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        service = name,
+        %listen,
+        version = crate::metrics::VERSION,
+        commit = crate::metrics::COMMIT,
+        "service started"
+    );
+}
+
 /// Binds a listen address (port 0 picks a free port).
 pub fn bind(address: &str) -> Result<TcpListener, StartError> {
     http::bind(address).map_err(|source| StartError::Bind {
@@ -197,6 +216,7 @@ pub fn bind(address: &str) -> Result<TcpListener, StartError> {
 
 /// A consumer service: the ops server and its consumer loops, stopped together.
 pub struct ConsumerService<H: BatchHandler> {
+    name: &'static str,
     listener: TcpListener,
     ops: OpsState,
     consumers: Vec<ConsumerLoop<H>>,
@@ -210,6 +230,7 @@ impl<H: BatchHandler> ConsumerService<H> {
         consumers: Vec<ConsumerLoop<H>>,
     ) -> Result<Self, StartError> {
         Ok(Self {
+            name: base.name,
             listener: bind(listen)?,
             ops: base.ops_state(),
             consumers,
@@ -227,6 +248,8 @@ impl<H: BatchHandler> ConsumerService<H> {
 
     /// Serves until the token is cancelled; the consumer then drains and commits.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        announce(self.name, &self.listener);
+        self.ops.spawn_dependency_monitor(shutdown.clone());
         let ops = tokio::spawn(http::serve_ops(self.listener, self.ops, shutdown.clone()));
         let runs = self.consumers.into_iter().map(|consumer| {
             let shutdown = shutdown.clone();

@@ -5,12 +5,16 @@
 //!   pre-install/pre-upgrade Job so that the services themselves need only DML rights.
 //! - [`healthcheck`]: exits 0 when an ops endpoint answers 2xx; the Compose file's
 //!   healthchecks use it because the image has no curl or wget.
+//! - [`dlq`]: list, show, replay and purge the dead letters of `kafka.dlq`.
+//! - [`queue`]: show and lift a waiting room's hold after Redis lost its state.
 //!
 //! Each subcommand is one variant of [`Command`] and one module holding its arguments and
-//! its `run`; a new command (the DLQ, waiting-room holds) adds both.
+//! its `run`.
 
+mod dlq;
 mod healthcheck;
 mod migrate;
+mod queue;
 
 use std::process::ExitCode;
 
@@ -31,6 +35,12 @@ enum Command {
     Migrate,
     /// Exit 0 when URL answers 2xx, 1 otherwise (for container healthchecks).
     Healthcheck(healthcheck::Args),
+    /// The dead-letter topic: list, show, replay to the source topic, purge.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// A waiting room's hold after Redis lost its state: show it, lift it.
+    #[command(subcommand)]
+    Queue(queue::Command),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,6 +49,8 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Migrate => migrate::run().await,
         Command::Healthcheck(args) => healthcheck::run(&args),
+        Command::Dlq(command) => dlq::run(command).await,
+        Command::Queue(command) => queue::run(command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

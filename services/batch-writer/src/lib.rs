@@ -8,7 +8,8 @@
 //!   bisect to find rows the database refuses (they go to the DLQ), then, once the consumer
 //!   stored the offsets, clear the pending markers in Redis.
 //! - [`refresh`]: after a commit, the cached views that depend on the sink are refreshed.
-//! - [`tables`]: the sink tables: created at start when spillway owns them, checked when not.
+//! - [`tables`]: the sink tables, checked at start (`spillway-admin migrate` creates the owned
+//!   ones).
 
 pub mod handler;
 pub mod reduce;
@@ -41,7 +42,7 @@ impl Application {
         let redis = base.with_redis()?;
         let db = base.with_database().await?;
         let settings = base.settings.clone();
-        tables::prepare(&db, &settings.sinks).await?;
+        tables::check(&db, &settings.database.schema, &settings.sinks).await?;
         let metrics = WriterMetrics::new(&base.metrics);
         let view_store = ViewStore::new(redis.clone(), db.clone());
         let refresh_metrics = RefreshMetrics::new(&base.metrics);

@@ -38,10 +38,10 @@ impl Authenticator {
 
     pub fn verify(&self, token: &str) -> Result<Member, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|error| ApiError::Unauthorized(format!("invalid token: {error}")))?;
+            .map_err(|error| ApiError::InvalidToken(refusal(error.kind())))?;
         if data.claims.sub.is_empty() || data.claims.sub.len() > 256 {
-            return Err(ApiError::Unauthorized(
-                "the token's `sub` must be 1-256 characters".into(),
+            return Err(ApiError::InvalidToken(
+                "the token's `sub` (the member) must be 1-256 characters".into(),
             ));
         }
         Ok(Member {
@@ -53,6 +53,33 @@ impl Authenticator {
                 .map(str::to_owned)
                 .collect(),
         })
+    }
+}
+
+/// Why a token was refused, in the API's words: what is wrong and what to send instead.
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired (`exp`); sign a new one".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (`nbf`)".into(),
+        ErrorKind::InvalidSignature => {
+            "the token's signature does not verify: sign it (HS256) with this deployment's              JWT secret"
+                .into()
+        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token must be signed with HS256".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!(
+            "the token has no `{claim}` claim; `sub` (the member) and `exp` are required"
+        ),
+        ErrorKind::Json(_) => {
+            "the token's claims are not what spillway reads: `sub` a string, `exp` a number \
+             of seconds, `scope` a space-separated string"
+                .into()
+        }
+        _ => "the bearer token is not a JWT: send three base64url parts separated by dots, \
+              signed with HS256"
+            .into(),
     }
 }
 
@@ -94,13 +121,15 @@ fn bearer(request: &HttpRequest) -> Result<Option<&str>, ApiError> {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
+    let value = value.to_str().map_err(|_| {
+        ApiError::Unauthorized(
+            "the Authorization header is not text; send `Authorization: Bearer <token>`".into(),
+        )
+    })?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
         _ => Err(ApiError::Unauthorized(
-            "expected `Authorization: Bearer <token>`".into(),
+            "the Authorization header must be `Bearer <token>`".into(),
         )),
     }
 }
@@ -109,6 +138,7 @@ fn authenticate(request: &HttpRequest) -> Result<Option<Member>, ApiError> {
     let Some(token) = bearer(request)? else {
         return Ok(None);
     };
+    // Only a gateway built without its Authenticator meets the error: a programming error.
     let authenticator = request
         .app_data::<web::Data<Authenticator>>()
         .ok_or_else(|| ApiError::Unauthorized("authentication is not configured".into()))?;
@@ -121,7 +151,11 @@ impl FromRequest for Member {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let outcome = authenticate(request).and_then(|member| {
-            member.ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))
+            member.ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "this call needs a member: send `Authorization: Bearer <token>`".into(),
+                )
+            })
         });
         Box::pin(async move { outcome })
     }
@@ -151,6 +185,23 @@ mod tests {
         assert_eq!(member.id, "alice");
         assert!(member.require_scope("templates:write").is_ok());
         assert!(member.require_scope("admin").is_err());
+    }
+
+    #[test]
+    fn refusals_are_in_the_apis_words() {
+        let token = issue_token("s3cret", "alice", &[], 60);
+        let error = Authenticator::new("other").verify(&token).unwrap_err();
+        assert!(matches!(error, ApiError::InvalidToken(_)));
+        let detail = error.problem().detail;
+        assert!(detail.contains("signature does not verify"), "{detail}");
+        assert!(!detail.contains("InvalidSignature"), "{detail}");
+        let detail = Authenticator::new("s3cret")
+            .verify("not.a-token")
+            .unwrap_err()
+            .problem()
+            .detail;
+        assert!(detail.contains("not a JWT"), "{detail}");
+        assert!(!detail.to_lowercase().contains("base64 error"), "{detail}");
     }
 
     #[test]

@@ -1,6 +1,14 @@
 //! The gateway's errors and the one place they become HTTP statuses (problem+json).
+//!
+//! Two texts per error: its `Display` is for the log (it keeps the source, a library's own
+//! words included), and [`ApiError::problem`]'s `detail` is for the caller, in the API's
+//! words: what was wrong and what to send instead. A dependency's error never reaches the
+//! caller; it is logged with the request id by the middleware.
 
-use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{StatusCode, header},
+};
 use spillway_core::{
     counters::{CounterStoreError, sql::CounterSqlError},
     http::Problem,
@@ -11,8 +19,12 @@ use spillway_core::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// No bearer token where the call needs one (`WWW-Authenticate: Bearer`).
     #[error("{0}")]
     Unauthorized(String),
+    /// A token was sent and refused (`WWW-Authenticate: Bearer error="invalid_token"`).
+    #[error("{0}")]
+    InvalidToken(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -29,9 +41,11 @@ pub enum ApiError {
     IdTaken(String),
     #[error("the body is over {limit} bytes")]
     BodyTooLarge { limit: usize },
-    #[error("the body is not valid JSON for this call: {0}")]
+    #[error("{0}")]
     BadJson(String),
-    #[error("bad query string: {0}")]
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
     BadQuery(String),
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
@@ -89,11 +103,21 @@ impl From<CounterStoreError> for ApiError {
     }
 }
 
+/// The caller's words for a dependency that is down.
+fn unavailable(dependency: &str) -> Problem {
+    Problem::unavailable(
+        dependency,
+        format!("{dependency} is unavailable right now; retry after the Retry-After seconds"),
+    )
+}
+
 impl ApiError {
     pub fn problem(&self) -> Problem {
         let detail = self.to_string();
         match self {
-            Self::Unauthorized(_) => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail),
+            Self::Unauthorized(_) | Self::InvalidToken(_) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+            }
             Self::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
             Self::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
             Self::Conflict(_) => Problem::new(StatusCode::CONFLICT, "wrong-kind", detail),
@@ -113,22 +137,49 @@ impl ApiError {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", detail)
             }
             Self::BadJson(_) => Problem::new(StatusCode::BAD_REQUEST, "bad-json", detail),
+            Self::UnsupportedMediaType(_) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                detail,
+            ),
             Self::BadQuery(_) => Problem::new(StatusCode::BAD_REQUEST, "bad-query", detail),
-            Self::NoRoute { .. } => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
+            Self::NoRoute { method, path } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no route for {method} {path}; the API is described in docs/openapi.yaml"),
+            ),
             Self::DeadlineExceeded { request_id, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "deadline-exceeded", detail)
                     .with_retry_after(1)
                     .with("request_id", request_id.as_str())
             }
-            Self::Kafka(_) => Problem::unavailable("kafka", detail),
-            Self::Redis(_) => Problem::unavailable("redis", detail),
-            Self::Database(_) => Problem::unavailable("database", detail),
-            Self::S3(_) => Problem::unavailable("s3", detail),
-            Self::CopyFailed(_) => Problem::new(StatusCode::BAD_GATEWAY, "copy-failed", detail),
+            Self::Kafka(_) => unavailable("kafka"),
+            Self::Redis(_) => unavailable("redis"),
+            Self::Database(_) => unavailable("database"),
+            Self::S3(_) => unavailable("s3"),
+            Self::CopyFailed(_) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "copy-failed",
+                "the copy failed (the storage refused it) and was removed; ask the template's \
+                 operator to check its objects",
+            ),
             Self::QueueHeld {
                 retry_after_seconds,
             } => Problem::unavailable("redis", detail).with_retry_after(*retry_after_seconds),
-            Self::View(error) => Problem::unavailable(error.dependency(), detail),
+            Self::View(error) => unavailable(error.dependency()),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750): `Bearer` when no token was
+    /// sent, with `error="invalid_token"` when one was sent and refused.
+    fn challenge(&self) -> Option<String> {
+        match self {
+            Self::Unauthorized(_) => Some("Bearer".into()),
+            Self::InvalidToken(detail) => Some(format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                detail.replace(['"', '\\'], "'")
+            )),
+            _ => None,
         }
     }
 }
@@ -138,10 +189,49 @@ impl ResponseError for ApiError {
         self.problem().status_code()
     }
 
+    /// The problem document; the failure is logged by the middleware, which knows the
+    /// request id and the route.
     fn error_response(&self) -> HttpResponse {
-        if self.status_code().is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+        let mut response = self.problem().to_response();
+        if let Some(challenge) = self.challenge()
+            && let Ok(value) = header::HeaderValue::from_str(&challenge)
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
-        self.problem().to_response()
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dependency_error_keeps_its_source_out_of_the_detail() {
+        let error = ApiError::Kafka(KafkaError::Timeout(1000));
+        let problem = error.problem();
+        assert_eq!(problem.status, 503);
+        assert!(!problem.detail.contains("acknowledgement"), "{problem}");
+        assert!(error.to_string().contains("1000 ms"), "the log keeps it");
+    }
+
+    #[test]
+    fn a_refused_token_is_challenged_with_invalid_token() {
+        let response = ApiError::InvalidToken("the token has expired".into()).error_response();
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).unwrap();
+        assert!(
+            challenge
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer error=\"invalid_token\""),
+            "{challenge:?}"
+        );
+        let response = ApiError::Unauthorized("a bearer token is required".into()).error_response();
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer"
+        );
     }
 }

@@ -6,11 +6,14 @@
 //! - [`middleware`]: request id, deadline, request metrics.
 //! - [`auth`]: the member from the bearer JWT.
 //! - [`routes`]: one module per resource (`/v1/counters`, `/v1/writes`, `/v1/templates`,
-//!   `/v1/queues`, `/v1/views`), checking input with [`validate`].
+//!   `/v1/queues`, `/v1/views`), reading bodies with [`body`], checking input with
+//!   [`validate`] and reads with [`access`].
 //! - [`views`]: cached views behind `/v1/views`: Redis, one reload per key on a miss.
 //! - [`error`]: every failure becomes problem+json in one place.
 
+pub mod access;
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod middleware;
 pub mod routes;
@@ -19,7 +22,13 @@ pub mod views;
 
 use std::{collections::BTreeMap, net::TcpListener, time::Duration};
 
-use actix_web::{App, HttpServer, middleware::from_fn, web};
+use actix_cors::Cors;
+use actix_web::{
+    App, HttpServer,
+    http::header,
+    middleware::{Condition, from_fn},
+    web,
+};
 use spillway_core::{
     config::{KafkaSettings, Settings},
     counters::{CounterStore, config::NamespaceSettings},
@@ -88,6 +97,35 @@ pub struct Application {
     observer: web::Data<RequestObserver>,
     authenticator: web::Data<auth::Authenticator>,
     producer: EventProducer,
+    cors_origins: Vec<String>,
+}
+
+/// CORS for the configured browser origins (`gateway.cors_origins`): preflights answered,
+/// the API's request and answer headers allowed. A request from another origin is served
+/// without CORS headers, so the browser refuses to hand the answer to its page.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .block_on_origin_mismatch(false)
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static(middleware::REQUEST_ID_HEADER),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            header::HeaderName::from_static(middleware::REQUEST_ID_HEADER),
+            header::HeaderName::from_static(routes::views::CACHE_STATUS_HEADER),
+        ])
+        .max_age(3_600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
 }
 
 impl Application {
@@ -142,6 +180,7 @@ impl Application {
             state: web::Data::new(state),
             ops: base.ops_state(),
             producer: base.producer.clone(),
+            cors_origins: settings.gateway.cors_origins.clone(),
         })
     }
 
@@ -154,13 +193,18 @@ impl Application {
 
     /// Serves until the token is cancelled, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        service::announce("gateway", &self.listener);
+        self.ops.spawn_dependency_monitor(shutdown.clone());
         let (state, ops, observer, authenticator) =
             (self.state, self.ops, self.observer, self.authenticator);
+        let origins = self.cors_origins;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(observer.clone())
                 .app_data(authenticator.clone())
+                // Inside the observer, so preflights are counted and logged like any call.
+                .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(from_fn(middleware::observe))
                 .configure(http::configure_ops(ops.clone()))
                 .configure(routes::configure)

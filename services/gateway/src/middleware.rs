@@ -1,6 +1,10 @@
 //! What wraps every gateway request: a request id (taken from `X-Request-Id` or made), the
-//! request deadline (a 503 instead of a hang), and the request metrics labelled by route
-//! pattern, never by raw path.
+//! request deadline (a 503 instead of a hang), the request metrics, and the warning of a
+//! failed request (its id, route pattern and status).
+//!
+//! Nothing a client sends can add a metric series: the route is the matched pattern or
+//! `unmatched`, never the raw path; the method is one of [`METHODS`] or `other`; the status
+//! is the one the gateway answered.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +12,10 @@ use actix_web::{
     Error, HttpMessage,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::header::{HeaderName, HeaderValue},
+    http::{
+        StatusCode,
+        header::{HeaderName, HeaderValue},
+    },
     middleware::Next,
     web,
 };
@@ -22,6 +29,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The id of the request being served; it travels into Kafka headers and logs.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// The methods counted by name; any other (a client may send `FOOBAR`) is `other`.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The `method` label of a request.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
+}
 
 /// Routes that call S3 inside the request (a direct copy, checking a template's objects):
 /// they get `gateway.copy_deadline_ms` instead of the request deadline.
@@ -89,6 +107,32 @@ fn request_id(request: &ServiceRequest) -> String {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
+/// Logs a failed request with its id, route pattern, method and status: a warning for a
+/// server error (with the error's own words, which the caller never sees), debug for a
+/// refused request (the caller's fault, answered in problem+json).
+fn warn_failed(
+    response: &ServiceResponse<BoxBody>,
+    request_id: &str,
+    route: &str,
+    method: &str,
+    status: StatusCode,
+) {
+    let error = response
+        .response()
+        .error()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if status.is_server_error() {
+        tracing::warn!(
+            request_id, route, method, status = status.as_u16(), %error, "request failed"
+        );
+    } else {
+        tracing::debug!(
+            request_id, route, method, status = status.as_u16(), %error, "request refused"
+        );
+    }
+}
+
 /// The middleware function (`actix_web::middleware::from_fn`).
 pub async fn observe(
     request: ServiceRequest,
@@ -101,19 +145,23 @@ pub async fn observe(
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
-    let deadline = observer.deadline_for(&method, &route);
+    let deadline = observer.deadline_for(method, &route);
     let mut response = match tokio::time::timeout(deadline, next.call(request)).await {
         Ok(outcome) => outcome?.map_into_boxed_body(),
         Err(_) => {
             // The request was moved into the handler; answer through the error path.
             observer
                 .requests
-                .with_label_values(&[&route, &method, "503"])
+                .with_label_values(&[&route, method, "503"])
                 .inc();
+            tracing::warn!(
+                request_id = %id, route = %route, method, status = 503,
+                deadline_ms = deadline.as_millis() as u64, "request failed: deadline exceeded"
+            );
             return Err(ApiError::DeadlineExceeded {
                 deadline_ms: deadline.as_millis() as u64,
                 request_id: id,
@@ -126,14 +174,36 @@ pub async fn observe(
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
-    let status = response.status().as_u16().to_string();
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        warn_failed(&response, &id, &route, method, status);
+    }
+    let status = status.as_u16().to_string();
     observer
         .requests
-        .with_label_values(&[&route, &method, &status])
+        .with_label_values(&[&route, method, &status])
         .inc();
     observer
         .duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, method])
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_fixed_set_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"FOOBAR").unwrap()),
+            "other"
+        );
+        assert_eq!(method_label(&Method::TRACE), "other");
+    }
 }

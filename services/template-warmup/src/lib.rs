@@ -47,11 +47,10 @@ impl Application {
             templates.copy_parallelism,
             templates.copy_timeout(),
         ));
-        let consumer = base.consumer(
-            &settings.template_warmup.group_id,
-            vec![settings.kafka.warmup_requests.name.clone()],
-            handler,
-        )?;
+        let topics = vec![settings.kafka.warmup_requests.name.clone()];
+        base.metrics
+            .init_consumer_series(&topics, &settings.kafka.dlq.name);
+        let consumer = base.consumer(&settings.template_warmup.group_id, topics, handler)?;
         let sweeper = Sweeper {
             maker,
             metrics,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-use spillway_tests::{api::Api, views::read_view};
+use spillway_tests::{
+    api::Api,
+    views::{read_view, read_view_as},
+};
 
 const GATEWAY: &str = "http://127.0.0.1:8080";
 
@@ -76,7 +79,7 @@ async fn demo_views(api: &Api) -> Result<()> {
             read.status, read.cache_status
         );
     }
-    let read = read_view(api, "member-playlists", "ada").await;
+    let read = read_view_as(api, "member-playlists", "ada", "ada").await;
     let playlists = read.body.as_array().map_or(0, Vec::len);
     println!(
         "  GET  /v1/views/member-playlists/ada -> {} ({playlists} playlists) Cache-Status: {}",
@@ -95,13 +98,13 @@ async fn demo_writes(api: &Api) -> Result<()> {
         anyhow::ensure!(status == 202, "write refused: {body}");
         ids.push(body["id"].as_str().context("id")?.to_owned());
     }
-    let (_, first) = api.read_write("playlists", &ids[0]).await;
+    let (_, first) = api.read_write_as("playlists", &ids[0], "ada").await;
     println!(
         "  POST /v1/writes/playlists x20 -> 202 each; GET the first at once -> {}",
         first["status"]
     );
     for _ in 0..100 {
-        let (_, last) = api.read_write("playlists", &ids[19]).await;
+        let (_, last) = api.read_write_as("playlists", &ids[19], "ada").await;
         if last["status"] == "committed" {
             println!("  GET  /v1/writes/playlists/{} -> {last}", ids[19]);
             return Ok(());

@@ -128,10 +128,11 @@ fn reads(tally: &mut Tally, round: usize) -> Result<()> {
         tally.send("GET", &lecture, None, "")?;
     }
     let member = format!("check-deploy-{round}-0");
+    // The view is keyed by member: the member reads its own key.
     tally.send(
         "GET",
         &format!("/v1/views/member-playlists/{member}"),
-        None,
+        Some(&member),
         "",
     )?;
     let room = "/v1/queues/concert-check-deploy/tokens";

@@ -8,8 +8,9 @@
 //! [`Settings`] only aggregates: the infrastructure and service sections live in
 //! [`sections`], each feature's settings in the feature (`counters::config`,
 //! `sinks::config`, `views::config`, `queues::config`, `templates::config`), and the
-//! checks they share in [`crate::check`] and [`crate::secret`], which depend on nothing
-//! in the crate. Imports go one way: `config` -> feature -> `check`.
+//! checks and leaf types they share in [`crate::check`], [`crate::secret`] and
+//! [`crate::read_rule`], which depend on nothing in the crate. Imports go one way: `config` ->
+//! feature -> `check`.
 
 pub mod sections;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::{
     check::{ConfigError, identifier},
+    read_rule::ReadRule,
     secret::Secret,
 };
 pub use sections::{
@@ -48,6 +50,11 @@ const DEFAULT_CONFIG_PATH: &str = "config/spillway.toml";
 pub struct Settings {
     /// HS256 secret for member JWTs (`SPILLWAY_JWT_SECRET`).
     pub jwt_secret: Secret,
+    /// The service runs on the local stack (`SPILLWAY_LOCAL_STACK=1`, set by `cargo xtask`
+    /// for what it starts, and by the tests): only then are the published sample secrets
+    /// accepted.
+    #[serde(deserialize_with = "crate::check::flag")]
+    pub local_stack: bool,
     pub log: LogSettings,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
@@ -76,6 +83,17 @@ impl Settings {
     pub fn load() -> Result<Self, ConfigError> {
         let path = std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from);
         Self::load_from(path)
+    }
+
+    /// Loads a file alone, without the process environment (the tests: their environment is
+    /// the developer's shell, which may export a stack's `SPILLWAY_*` variables).
+    pub fn load_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::new()
+            .merge(Toml::file(path))
+            .extract()
+            .map_err(crate::check::parse_error)?;
+        settings.validate()?;
+        Ok(settings)
     }
 
     /// Loads from an explicit file (or none: defaults and environment only).
@@ -122,6 +140,7 @@ impl Settings {
         self.templates.validate()?;
         self.admission.validate()?;
         self.check_produce_timeout()?;
+        self.refuse_sample_secrets()?;
         for (name, namespace) in &self.namespaces {
             namespace.validate(name)?;
         }
@@ -148,6 +167,34 @@ impl Settings {
                     self.kafka.produce_timeout_ms, self.gateway.request_deadline_ms
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// The secrets published with spillway are refused outside the local stack: whoever
+    /// holds one can sign a token for any member, any scope, or an admission.
+    fn refuse_sample_secrets(&self) -> Result<(), ConfigError> {
+        if self.local_stack {
+            return Ok(());
+        }
+        for (key, variable, secret) in [
+            ("jwt_secret", "SPILLWAY_JWT_SECRET", &self.jwt_secret),
+            (
+                "admission.secret",
+                "SPILLWAY_ADMISSION__SECRET",
+                &self.admission.secret,
+            ),
+        ] {
+            if secret.is_sample() {
+                return Err(crate::check::invalid(
+                    key,
+                    format!(
+                        "this is a sample secret published with spillway, accepted on the local \
+                         stack only (SPILLWAY_LOCAL_STACK=1); set {variable} to a secret of \
+                         your own (at least 32 random characters)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -209,6 +256,54 @@ mod tests {
         assert!(!printed.contains("hunter2"));
         assert!(!printed.contains("spillway-secret"));
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let mut settings = Settings::default();
+        settings.gateway.cors_origins = vec!["https://app.example".into(), "http://a:8000".into()];
+        settings.validate().unwrap();
+        for bad in [
+            "*",
+            "https://app.example/",
+            "app.example",
+            "ftp://a",
+            "https://*.example",
+        ] {
+            settings.gateway.cors_origins = vec![bad.into()];
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains("`gateway.cors_origins`"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn sample_secrets_are_refused_outside_the_local_stack() {
+        for sample in crate::secret::SAMPLE_SECRETS {
+            let mut settings = Settings {
+                jwt_secret: Secret::new(sample),
+                ..Settings::default()
+            };
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains("`jwt_secret`"), "{error}");
+            assert!(!error.contains(sample), "the value is not printed: {error}");
+            settings.local_stack = true;
+            settings.validate().unwrap();
+        }
+        let mut settings = Settings::default();
+        settings.admission.secret = Secret::new("dev-secret-change-me");
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("`admission.secret`"), "{error}");
+    }
+
+    #[test]
+    fn the_local_stack_flag_reads_like_an_environment_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [("1", true), ("true", true), ("0", false), ("\"yes\"", true)] {
+            let path = dir.path().join("flag.toml");
+            std::fs::write(&path, format!("local_stack = {text}\n")).unwrap();
+            let settings = Settings::load_from(Some(path)).unwrap();
+            assert_eq!(settings.local_stack, expected, "{text}");
+        }
     }
 
     #[test]

@@ -11,9 +11,12 @@ use crate::{
     secret::Secret,
 };
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// `pretty` when the output is a terminal, `json` otherwise (files, containers).
+    #[default]
+    Auto,
     Json,
     Pretty,
 }
@@ -29,7 +32,7 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            format: LogFormat::Json,
+            format: LogFormat::Auto,
             level: "info".into(),
         }
     }
@@ -251,6 +254,9 @@ pub struct GatewaySettings {
     /// The deadline of requests that copy S3 objects inside the request (a template copy
     /// when the pool is empty, a template registration checking its objects).
     pub copy_deadline_ms: u64,
+    /// Browser origins allowed to call the API (CORS), e.g. `["https://app.example"]`;
+    /// empty (the default): no CORS headers, browsers refuse cross-origin calls.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for GatewaySettings {
@@ -259,6 +265,7 @@ impl Default for GatewaySettings {
             listen: "127.0.0.1:8080".into(),
             request_deadline_ms: 2_000,
             copy_deadline_ms: 15_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -275,8 +282,32 @@ impl GatewaySettings {
             "gateway.copy_deadline_ms",
             self.copy_deadline_ms,
             self.request_deadline_ms..=600_000,
-        )
+        )?;
+        for origin in &self.cors_origins {
+            cors_origin(origin)?;
+        }
+        Ok(())
     }
+}
+
+/// An origin as a browser sends it: `scheme://host[:port]`, nothing after.
+fn cors_origin(origin: &str) -> Result<(), ConfigError> {
+    let refuse = |reason: &str| {
+        Err(crate::check::invalid(
+            "gateway.cors_origins",
+            format!("`{origin}` {reason}; write an origin as `https://app.example[:port]`"),
+        ))
+    };
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return refuse("has no scheme");
+    };
+    if !["http", "https"].contains(&scheme) {
+        return refuse("is not http or https");
+    }
+    if host.is_empty() || host.contains(['/', '?', '#', '*', ' ']) {
+        return refuse("is not an origin (no path, query, wildcard or trailing slash)");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

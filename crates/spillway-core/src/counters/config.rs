@@ -35,6 +35,10 @@ pub enum CounterKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct NamespaceSettings {
     pub kind: CounterKind,
+    /// A `sum` namespace whose increments need no token (view counts from visitors). Off by
+    /// default: an increment then needs a member. Likes always need one.
+    #[serde(default)]
+    pub anonymous_increments: bool,
     /// Also keep a column of the user's own table current.
     #[serde(default)]
     pub mirror: Option<MirrorSettings>,
@@ -83,6 +87,12 @@ impl NamespaceSettings {
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let key = format!("namespaces.{name}");
         NAMESPACE_NAME.check(&key, name)?;
+        if self.anonymous_increments && self.kind != CounterKind::Sum {
+            return Err(invalid(
+                &format!("{key}.anonymous_increments"),
+                "only a `sum` namespace takes increments; a like always needs a member",
+            ));
+        }
         in_range(
             &format!("{key}.dedupe_window_seconds"),
             self.dedupe_window_seconds,

@@ -62,6 +62,9 @@ const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(8);
 const REWIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a rewind is tried before the consumer stops with an error.
 const REWIND_ATTEMPTS: u32 = 6;
+/// What [`ConsumerLoop::retry`] is told for the handler's flush: counted in `flush_failures`,
+/// while every other `what` is a topic (`handler_failures{topic}`).
+const FLUSH: &str = "flush";
 
 /// One decoded message with where it came from.
 #[derive(Debug, Clone)]
@@ -275,7 +278,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), KafkaError> {
         let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics)?;
-        tracing::info!(group = %self.settings.group_id, ?topics, "consumer started");
+        tracing::debug!(group = %self.settings.group_id, ?topics, "consumer started");
         let mut pending = PendingOffsets::default();
         let mut carried = Vec::new();
         let mut last_flush = Instant::now();
@@ -508,7 +511,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         carried: &mut Vec<OwnedMessage>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        self.retry("flush", carried, shutdown, || self.handler.flush())
+        self.retry(FLUSH, carried, shutdown, || self.handler.flush())
             .await?;
         faults::point(faults::CONSUMER_AFTER_FLUSH);
         let revoked = self.take_revoked_in_flight();
@@ -550,10 +553,14 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                     break Err(Interrupted::Rewind);
                 }
                 Err(HandlerError::Retry(error)) => {
-                    self.metrics
-                        .handler_failures
-                        .with_label_values(&[what])
-                        .inc();
+                    if what == FLUSH {
+                        self.metrics.flush_failures.inc();
+                    } else {
+                        self.metrics
+                            .handler_failures
+                            .with_label_values(&[what])
+                            .inc();
+                    }
                     tracing::warn!(%error, %what, backoff_ms = backoff.as_millis() as u64, "failed; retrying");
                     if paused.is_none() {
                         paused = self.pause();

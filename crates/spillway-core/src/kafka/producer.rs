@@ -1,9 +1,15 @@
 //! The idempotent producer: `acks=all`, `enable.idempotence=true`, and a delivery timeout equal
 //! to the produce deadline, so a caller never waits longer than that for an answer.
+//!
+//! Its librdkafka log lines go through `tracing` ([`ProducerLog`]), where the one known to be
+//! harmless at start is not a warning: the first attempts to get a producer id while the
+//! broker's transaction coordinator is still loading (`GETPID ... retrying`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::{
+    ClientContext,
+    config::RDKafkaLogLevel,
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -17,6 +23,46 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack beyond the delivery timeout before a send is reported as timed out.
 const OUTER_GUARD: Duration = Duration::from_millis(100);
 
+/// How long after the producer's creation a failed producer-id attempt is expected (a broker
+/// that just started loads its coordinator first); later ones are warnings.
+const PID_GRACE: Duration = Duration::from_secs(30);
+
+/// librdkafka's log lines as `tracing` events (target `librdkafka`), the producer-id retries
+/// of the first [`PID_GRACE`] at info.
+pub struct ProducerLog {
+    created: Instant,
+}
+
+impl ProducerLog {
+    fn new() -> Self {
+        Self {
+            created: Instant::now(),
+        }
+    }
+
+    /// Whether a line is the expected start-up producer-id retry.
+    fn is_harmless(&self, facility: &str, message: &str) -> bool {
+        facility == "GETPID" && message.ends_with("retrying") && self.created.elapsed() < PID_GRACE
+    }
+}
+
+impl ClientContext for ProducerLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        match level {
+            _ if self.is_harmless(facility, message) => {
+                tracing::info!(target: "librdkafka", facility, "{message}");
+            }
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}");
+            }
+            Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            Notice | Info => tracing::info!(target: "librdkafka", facility, "{message}"),
+            Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+}
+
 /// Where the broker stored a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -27,21 +73,21 @@ pub struct Delivered {
 /// A cloneable handle on one idempotent producer.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerLog>,
     timeout: Duration,
 }
 
 impl EventProducer {
     /// Builds the producer; records not acknowledged within `timeout` fail.
     pub fn new(bootstrap: &str, client_id: &str, timeout: Duration) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = base_config(bootstrap, client_id)
+        let producer: FutureProducer<ProducerLog> = base_config(bootstrap, client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("request.timeout.ms", timeout.as_millis().max(1).to_string())
-            .create()?;
+            .create_with_context(ProducerLog::new())?;
         Ok(Self { producer, timeout })
     }
 

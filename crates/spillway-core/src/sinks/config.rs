@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::check::{ConfigError, NameRule, identifier, in_range};
+use crate::{
+    check::{ConfigError, NameRule, identifier, in_range},
+    read_rule::ReadRule,
+};
 
 /// Sink names: they appear in URLs, topic names and Redis hash tags.
 pub const SINK_NAME: NameRule = NameRule {
@@ -35,6 +38,11 @@ pub struct SinkSettings {
     /// A text column filled from the caller's JWT `sub` by the gateway.
     #[serde(default)]
     pub member_column: Option<String>,
+    /// Who may read a row (`GET /v1/writes/<sink>/<id>`): `public`, `member` (only the
+    /// member in `member_column`) or `scope:<scope>`; unset: `member` when the sink has a
+    /// member column, else `public`. See [`SinkSettings::read_rule`].
+    #[serde(default)]
+    pub read: Option<ReadRule>,
     pub columns: BTreeMap<String, ColumnSettings>,
     #[serde(default = "default_batch_rows")]
     pub batch_max_rows: usize,
@@ -164,6 +172,16 @@ impl ColumnType {
 }
 
 impl SinkSettings {
+    /// The read rule in force: the configured one, else `member` for a sink with a member
+    /// column and `public` for one without.
+    pub fn read_rule(&self) -> ReadRule {
+        match (&self.read, &self.member_column) {
+            (Some(rule), _) => rule.clone(),
+            (None, Some(_)) => ReadRule::Member,
+            (None, None) => ReadRule::Public,
+        }
+    }
+
     pub fn pending_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.pending_ttl_seconds)
     }
@@ -224,6 +242,12 @@ impl SinkSettings {
             return Err(invalid(
                 "member_column",
                 format!("`{member}` must be a text column"),
+            ));
+        }
+        if sink.read == Some(ReadRule::Member) && sink.member_column.is_none() {
+            return Err(invalid(
+                "read",
+                "\"member\" needs a `member_column` saying whose each row is".into(),
             ));
         }
         if !(1..=100_000).contains(&sink.batch_max_rows) {

@@ -33,7 +33,10 @@ impl SinkSettings {
             .keys()
             .find(|column| !self.columns.contains_key(*column))
         {
-            return Err(row_error(column, "unknown column"));
+            return Err(row_error(
+                column,
+                "is not a column of this sink; send only its configured columns",
+            ));
         }
         if let Some(member_column) = &self.member_column {
             if row.contains_key(member_column) {
@@ -72,7 +75,10 @@ impl SinkSettings {
             .keys()
             .find(|column| !self.columns.contains_key(*column))
         {
-            return Err(row_error(column, "unknown column"));
+            return Err(row_error(
+                column,
+                "is not a column of this sink; send only its configured columns",
+            ));
         }
         for (name, column) in &self.columns {
             match row.get(name) {

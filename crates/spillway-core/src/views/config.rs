@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check::{ConfigError, NameRule},
+    read_rule::ReadRule,
     sinks::config::SinkSettings,
 };
 
@@ -50,6 +51,15 @@ pub struct ViewSettings {
     /// The sinks whose commits refresh this view, and the column that is the view's key.
     #[serde(default)]
     pub refreshed_by: Vec<RefreshSettings>,
+    /// The key is a member id (`sub`): the view shows that member's data, so by default only
+    /// that member may read it.
+    #[serde(default)]
+    pub key_is_member: bool,
+    /// Who may read: `public`, `member` (only the member the key is; needs
+    /// `key_is_member`) or `scope:<scope>`; unset: `member` when `key_is_member`, else
+    /// `public`. See [`ViewSettings::read_rule`].
+    #[serde(default)]
+    pub read: Option<ReadRule>,
 }
 
 fn default_key_max_length() -> usize {
@@ -99,6 +109,16 @@ pub enum ResultShape {
 }
 
 impl ViewSettings {
+    /// The read rule in force: the configured one, else `member` for a view keyed by
+    /// member and `public` for any other.
+    pub fn read_rule(&self) -> ReadRule {
+        match (&self.read, self.key_is_member) {
+            (Some(rule), _) => rule.clone(),
+            (None, true) => ReadRule::Member,
+            (None, false) => ReadRule::Public,
+        }
+    }
+
     /// How long a result just loaded is fresh: the TTL with its jitter.
     pub fn fresh_for(&self) -> Duration {
         let ttl_ms = self.ttl_seconds * 1_000;
@@ -149,6 +169,13 @@ impl ViewSettings {
             if !(min..=max).contains(&value) {
                 return Err(invalid(field, format!("{value} is outside {min}..={max}")));
             }
+        }
+        if view.read == Some(ReadRule::Member) && !view.key_is_member {
+            return Err(invalid(
+                "read",
+                "\"member\" needs `key_is_member = true` (the key is the member who may read)"
+                    .into(),
+            ));
         }
         for refresh in &view.refreshed_by {
             let Some(sink) = sinks.get(&refresh.sink) else {
@@ -251,6 +278,7 @@ mod tests {
                 "sql = \"SELECT $1\"\nreload_timeout_ms = 5000",
                 "views.v.reload_timeout_ms",
             ),
+            ("sql = \"SELECT $1\"\nread = \"member\"", "views.v.read"),
             (
                 "sql = \"SELECT $1\"\nrefreshed_by = [{ sink = \"nope\", key_column = \"member_id\" }]",
                 "views.v.refreshed_by",
@@ -279,6 +307,12 @@ mod tests {
         let attendance = &settings.views["lecture-attendance"];
         assert_eq!(attendance.key_type, KeyType::Bigint);
         assert_eq!(attendance.result, ResultShape::One);
+        assert_eq!(attendance.read_rule(), ReadRule::Public);
+        assert_eq!(
+            settings.views["member-playlists"].read_rule(),
+            ReadRule::Member
+        );
+        assert_eq!(settings.sinks["playlists"].read_rule(), ReadRule::Member);
         let playlists = refreshed_by_sink(&settings.views, "playlists");
         assert_eq!(playlists.len(), 1);
         assert_eq!(

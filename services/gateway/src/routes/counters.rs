@@ -13,6 +13,7 @@ use spillway_core::{
 use crate::{
     AppState,
     auth::{MaybeMember, Member},
+    body,
     error::ApiError,
     middleware::RequestId,
     validate,
@@ -57,13 +58,20 @@ fn require_kind(
     call: &str,
 ) -> Result<(), ApiError> {
     if namespace.kind == kind {
-        Ok(())
-    } else {
-        Err(ApiError::Conflict(format!(
-            "{call} is for {kind:?} namespaces; `{name}` is {:?}",
-            namespace.kind
-        )))
+        return Ok(());
     }
+    let instead = match namespace.kind {
+        CounterKind::Sum => format!(
+            "`{name}` adds up increments: POST /v1/counters/{name}/{{entity_id}}/increments"
+        ),
+        CounterKind::Distinct => format!(
+            "`{name}` counts members: PUT or DELETE \
+             /v1/counters/{name}/{{entity_id}}/members/me"
+        ),
+    };
+    Err(ApiError::Conflict(format!(
+        "{call} does not apply to namespace `{name}`; {instead}"
+    )))
 }
 
 /// A counter's value and whether `member` is counted.
@@ -181,12 +189,19 @@ async fn increment(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     request: HttpRequest,
-    body: web::Json<IncrementBody>,
+    caller: MaybeMember,
+    body: body::Json<IncrementBody>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     let (namespace_name, entity_id) = path.into_inner();
     let namespace = namespace(&state, &namespace_name)?;
     require_kind(&namespace_name, namespace, CounterKind::Sum, "increments")?;
+    if caller.0.is_none() && !namespace.anonymous_increments {
+        return Err(ApiError::Unauthorized(format!(
+            "increments of `{namespace_name}` need a member (the namespace does not set \
+             `anonymous_increments`): send `Authorization: Bearer <token>`"
+        )));
+    }
     validate::entity_id(&entity_id)?;
     if !DELTA_RANGE.contains(&body.delta) {
         return Err(ApiError::InvalidField {

@@ -8,7 +8,7 @@ pub mod writes;
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    error::{JsonPayloadError, QueryPayloadError},
+    error::{JsonPayloadError, PathError, QueryPayloadError},
     web,
 };
 
@@ -22,6 +22,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(counters::configure)
         .configure(queues::configure)
         .configure(templates::configure)
@@ -35,20 +36,48 @@ fn json_config() -> web::JsonConfig {
         .error_handler(json_error)
 }
 
+/// A body that is too large, not sent as JSON, or not JSON, in the API's words (the
+/// library's own words go to the log only).
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    tracing::debug!(%error, "request body refused");
     match &error {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
             ApiError::BodyTooLarge {
                 limit: MAX_BODY_BYTES,
             }
         }
-        _ => ApiError::BadJson(error.to_string()),
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
+            "send the body as JSON, with `Content-Type: application/json`".into(),
+        ),
+        JsonPayloadError::Deserialize(json) if json.is_syntax() || json.is_eof() => {
+            ApiError::BadJson(format!(
+                "the body is not valid JSON (line {}, column {}): send a JSON object",
+                json.line(),
+                json.column()
+            ))
+        }
+        _ => ApiError::BadJson("the body could not be read as JSON: send a JSON object".into()),
     }
     .into()
 }
 
 fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::BadQuery(error.to_string()).into()
+    tracing::debug!(%error, "query string refused");
+    ApiError::BadQuery(
+        "the query string could not be read: send `name=value` pairs joined by `&`, values \
+         percent-encoded (e.g. `?ids=a,b`)"
+            .into(),
+    )
+    .into()
+}
+
+fn path_error(error: PathError, request: &HttpRequest) -> actix_web::Error {
+    tracing::debug!(%error, "path refused");
+    ApiError::BadRequest(format!(
+        "the path `{}` could not be read: percent-encode each segment as UTF-8",
+        request.path()
+    ))
+    .into()
 }
 
 /// Any path that is not a route.

@@ -20,7 +20,7 @@ use spillway_core::{
 };
 use tokio::sync::oneshot;
 
-use crate::{AppState, auth::Member, error::ApiError, middleware::RequestId};
+use crate::{AppState, auth::Member, body, error::ApiError, middleware::RequestId};
 
 /// The scope a token needs to register templates.
 pub const WRITE_SCOPE: &str = "templates:write";
@@ -152,7 +152,7 @@ async fn register(
     state: web::Data<AppState>,
     path: web::Path<String>,
     member: Member,
-    body: web::Json<Registering>,
+    body: body::Json<Registering>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     member.require_scope(WRITE_SCOPE)?;
@@ -164,7 +164,11 @@ async fn register(
     let maker = &state.templates.maker;
     templates::validate_registration(&objects, pool_capacity, maker.copier.copy_prefix()).map_err(
         |error| ApiError::InvalidField {
-            field: "objects".into(),
+            field: match error {
+                templates::InvalidTemplate::Capacity => "pool_capacity",
+                _ => "objects",
+            }
+            .into(),
             detail: error.to_string(),
         },
     )?;

@@ -19,6 +19,8 @@ use actix_web::{
 
 use crate::{
     AppState,
+    access::{self, Access},
+    auth::MaybeMember,
     error::ApiError,
     views::{Answer, Outcome},
 };
@@ -29,21 +31,37 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config.route("/v1/views/{view}/{key}", web::get().to(read));
 }
 
+/// Reads one key under the view's read rule: a view keyed by member (`key_is_member`) with
+/// the `member` rule answers only its own key to a member, 403 to another member.
 async fn read(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    caller: MaybeMember,
 ) -> Result<HttpResponse, ApiError> {
     let (view, raw_key) = path.into_inner();
     let settings = state
         .views
         .settings(&view)
         .ok_or_else(|| ApiError::NotFound(format!("unknown view `{view}`")))?;
+    let access = access::check(
+        &settings.read_rule(),
+        caller.0.as_ref(),
+        &format!("view `{view}`"),
+    )?;
     let key = settings
         .parse_key(&raw_key)
         .map_err(|error| ApiError::InvalidField {
             field: "key".into(),
             detail: error.to_string(),
         })?;
+    if let Access::OwnOnly(member) = &access
+        && member != key.as_str()
+    {
+        return Err(ApiError::Forbidden(format!(
+            "view `{view}` is keyed by member: member `{member}` may read only the key \
+             `{member}`"
+        )));
+    }
     let answer = state.views.read(&view, &key).await?;
     Ok(respond(&view, key.as_str(), answer))
 }

@@ -10,7 +10,7 @@ use spillway_core::{
     wire::{self, WriteEvent, WriteOperation},
 };
 
-use crate::{AppState, auth::MaybeMember, error::ApiError, middleware::RequestId};
+use crate::{AppState, access, auth::MaybeMember, error::ApiError, middleware::RequestId};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -168,20 +168,36 @@ fn unverified(sink_name: &str, error: &dyn std::fmt::Display) -> Known {
     Known::Unverified
 }
 
+/// `GET /v1/writes/{sink}/{id}`, under the sink's read rule: a `member` sink shows a row
+/// only to the member in its member column; anyone else gets the 404 of a missing row.
 async fn read(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    caller: MaybeMember,
 ) -> Result<HttpResponse, ApiError> {
     let (sink_name, id) = path.into_inner();
     let sink = sink(&state, &sink_name)?;
+    let access = access::check(
+        &sink.read_rule(),
+        caller.0.as_ref(),
+        &format!("sink `{sink_name}`"),
+    )?;
     sink.parse_id(&id).map_err(invalid)?;
-    if let Some(row) = state.pending.read(&sink_name, &id).await? {
-        return Ok(HttpResponse::Ok().json(json!({"id": id, "status": "pending", "row": row})));
-    }
-    let Some(row) = sinks::sql::read_committed(&state.db, sink, &id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no write `{id}` in sink `{sink_name}`"
-        )));
+    let not_found = || ApiError::NotFound(format!("no write `{id}` in sink `{sink_name}`"));
+    let (status, row) = match state.pending.read(&sink_name, &id).await? {
+        Some(row) => ("pending", row),
+        None => match sinks::sql::read_committed(&state.db, sink, &id).await? {
+            Some(row) => ("committed", row),
+            None => return Err(not_found()),
+        },
     };
-    Ok(HttpResponse::Ok().json(json!({"id": id, "status": "committed", "row": row})))
+    if !access.allows(owner(sink, &row)) {
+        return Err(not_found());
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id, "status": status, "row": row})))
+}
+
+/// The member a row belongs to (its member column), if the sink has one.
+fn owner<'a>(sink: &SinkSettings, row: &'a Value) -> Option<&'a str> {
+    row.get(sink.member_column.as_deref()?)?.as_str()
 }
