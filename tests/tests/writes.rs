@@ -481,7 +481,7 @@ async fn an_id_taken_by_another_member_is_refused_and_a_resent_write_is_a_replay
         "the write is committed",
         Duration::from_secs(20),
         || async {
-            let (_, body) = api.read_write("playlists", &id).await;
+            let (_, body) = api.read_write_as("playlists", &id, "alice").await;
             (body["status"] == "committed").then_some(body)
         },
     )
