@@ -62,13 +62,14 @@ async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
     let mut redis = redis_client::connect().await;
     let marker = format!("{}{{w:playlists:{id}}}", config.key_prefix);
     eventually(
-        "the pending marker is cleared",
+        "the pending marker is cleared (a tombstone without a row is left)",
         Duration::from_secs(10),
         || {
             let (mut redis, marker) = (redis.clone(), marker.clone());
             async move {
-                (!redis::cmd("EXISTS")
+                (!redis::cmd("HEXISTS")
                     .arg(&marker)
+                    .arg("r")
                     .query_async::<bool>(&mut redis)
                     .await
                     .unwrap())
@@ -77,6 +78,12 @@ async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
         },
     )
     .await;
+    let tombstone_ttl: i64 = redis::cmd("PTTL")
+        .arg(&marker)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((1..=60_000).contains(&tombstone_ttl), "{tombstone_ttl}");
     let _: () = redis::cmd("PING").query_async(&mut redis).await.unwrap();
     let (status, _) = api
         .read_write_as("playlists", &uuid::Uuid::now_v7().to_string(), "alice")

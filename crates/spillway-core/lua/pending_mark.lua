@@ -10,13 +10,19 @@
 if redis.call('TYPE', KEYS[1]).ok == 'string' then
   redis.call('DEL', KEYS[1]) -- a marker of spillway before markers were hashes
 end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+if ARGV[6] == '1' and redis.call('HEXISTS', KEYS[1], 'r') == 1 then
   return 0
 end
-if redis.call('HGET', KEYS[1], 'p') == ARGV[1]
-    and tonumber(redis.call('HGET', KEYS[1], 'o')) > tonumber(ARGV[2]) then
-  return 0
+if redis.call('HGET', KEYS[1], 'p') == ARGV[1] then
+  -- A newer write holds the marker, or a commit holding this write (or a newer one) came
+  -- first and left its tombstone (`c`).
+  local newest = math.max(tonumber(redis.call('HGET', KEYS[1], 'o') or '-1'),
+    tonumber(redis.call('HGET', KEYS[1], 'c') or '-1'))
+  if newest >= tonumber(ARGV[2]) then
+    return 0
+  end
 end
+redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'p', ARGV[1], 'o', ARGV[2], 'e', ARGV[3], 'r', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1

@@ -1,4 +1,4 @@
--- The row of a pending write, or nil when none is pending.
+-- The row of a pending write, or nil when none is pending (no marker, or a tombstone).
 -- KEYS[1] the marker {w:<sink>:<id>}
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind == 'string' then

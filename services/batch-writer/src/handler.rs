@@ -77,6 +77,10 @@ impl WriterMetrics {
     }
 }
 
+/// Markers whose clearing failed are tried again after the next commit, up to this many (the
+/// rest expire with their TTL).
+const MAX_UNCLEARED_MARKERS: usize = 100_000;
+
 pub struct SinkHandler {
     name: String,
     sink: SinkSettings,
@@ -389,7 +393,11 @@ impl BatchHandler for SinkHandler {
     async fn after_store(&self) {
         let committed = std::mem::take(&mut *self.committed.lock().expect("committed lock"));
         if let Err(error) = self.pending.clear_committed(&self.name, &committed).await {
-            tracing::warn!(sink = %self.name, %error, "pending markers not cleared");
+            tracing::warn!(sink = %self.name, %error, "pending markers not cleared; trying again after the next commit");
+            let mut waiting = self.committed.lock().expect("committed lock");
+            if waiting.len() < MAX_UNCLEARED_MARKERS {
+                waiting.extend(committed);
+            }
         }
     }
 }

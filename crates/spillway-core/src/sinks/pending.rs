@@ -8,7 +8,9 @@
 //! holds that write or a newer one (`lua/pending_clear.lua`), so a later write's marker
 //! survives an earlier write's commit; and every marker expires after its sink's
 //! `pending_ttl_seconds`, so one whose clearing failed stops shadowing the table (reads
-//! then fall back to the database).
+//! then fall back to the database). A cleared marker leaves a tombstone for a minute (the
+//! committed offset, no row), so a gateway whose marker comes after the commit (its Redis
+//! call was slow) leaves none behind.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -23,6 +25,9 @@ static PENDING_MARK: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../../lua/pending_mark.lua")));
 static PENDING_CLEAR: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../../lua/pending_clear.lua")));
+/// How long a cleared marker's tombstone refuses a late marker of the same write.
+const TOMBSTONE_LIFETIME_MS: u64 = 60_000;
+
 static PENDING_READ: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../../lua/pending_read.lua")));
 
@@ -109,6 +114,7 @@ impl PendingWrites {
                 .arg(self.redis.keys().pending_write(sink, &write.id))
                 .arg(write.partition)
                 .arg(write.offset)
+                .arg(TOMBSTONE_LIFETIME_MS)
                 .ignore();
         }
         self.redis
