@@ -497,7 +497,7 @@ fn tally(report: &mut ChaosReport, place: &str, actual: i64, expected: i64) {
 async fn compare_counters(
     api: &Api,
     config: &TestConfig,
-    redis: &mut redis::aio::MultiplexedConnection,
+    redis: &mut impl redis::aio::ConnectionLike,
     database: &sea_orm::DatabaseConnection,
     expected: &Expected,
     report: &mut ChaosReport,

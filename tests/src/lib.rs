@@ -101,8 +101,8 @@ counter_events = {{ name = "{counter_topic}", partitions = 4 }}
 warmup_requests = {{ name = "{warmup_topic}", partitions = 2 }}
 dlq = {{ name = "{dlq_topic}", partitions = 1 }}
 writes_prefix = "{id}.writes."
-[redis]
-url = "{redis}"
+{replication}[redis]
+{cluster}url = "{redis}"
 key_prefix = "{key_prefix}"
 [database]
 url = "{database}"
@@ -126,6 +126,8 @@ group_id = "{id}-template-warmup"
 {extra}
 "#,
             kafka = stack.kafka,
+            replication = replication_lines(&stack),
+            cluster = cluster_lines(&stack),
             redis = stack.redis_url,
             database = stack.database_url,
             s3 = stack.s3_endpoint,
@@ -202,6 +204,27 @@ group_id = "{id}-template-warmup"
         })
     }
 }
+
+/// On three brokers, the topics a test creates are replicated as a deployment's would be.
+fn replication_lines(stack: &stack::Stack) -> String {
+    if stack.kafka_brokers < 3 {
+        return String::new();
+    }
+    "replication_factor = 3\nmin_insync_replicas = 2\n".to_owned()
+}
+
+/// With the Redis Cluster in the topology, the services use it (`url` stays, for tests that
+/// move a deployment to a private single Redis: [`views::with_redis`]).
+fn cluster_lines(stack: &stack::Stack) -> String {
+    let Some(nodes) = &stack.redis_cluster_nodes else {
+        return String::new();
+    };
+    let nodes: Vec<String> = nodes.iter().map(|node| format!("\"{node}\"")).collect();
+    format!("{CLUSTER_MODE_LINE}\nnodes = [{}]\n", nodes.join(", "))
+}
+
+/// The line that puts a test's services on the Redis Cluster.
+pub const CLUSTER_MODE_LINE: &str = "mode = \"cluster\"";
 
 /// `video-likes` (distinct, mirrored into `videos.like_count`) and `video-views` (sum,
 /// anonymous increments allowed), as in the sample configuration.

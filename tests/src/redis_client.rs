@@ -1,20 +1,71 @@
-//! Redis as the tests read it.
+//! Redis as the tests read it: the Redis the tests' services use, that is the Redis Cluster
+//! when the topology has one (`SPILLWAY_TEST_REDIS_CLUSTER=1`), else the single Redis. A
+//! pipeline spanning slots is split per slot as the services' client does
+//! (`spillway_core::redis::ClusterConnection`); `FLUSHALL` reaches every master.
 
-use redis::aio::MultiplexedConnection;
+use std::time::Duration;
+
+use redis::{
+    Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+};
+use spillway_core::redis::ClusterConnection;
 
 use crate::stack::Stack;
 
-pub async fn connect() -> MultiplexedConnection {
-    redis::Client::open(Stack::from_env().redis_url)
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to redis")
+/// A connection to the tests' Redis.
+#[derive(Clone)]
+pub enum TestRedis {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for TestRedis {
+    fn req_packed_command<'a>(&'a mut self, command: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(command),
+            Self::Cluster(connection) => connection.req_packed_command(command),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+pub async fn connect() -> TestRedis {
+    let stack = Stack::from_env();
+    match stack.redis_cluster_nodes {
+        Some(nodes) => TestRedis::Cluster(
+            ClusterConnection::connect(&nodes, Duration::from_secs(5))
+                .await
+                .expect("connect to the redis cluster"),
+        ),
+        None => TestRedis::Single(
+            redis::Client::open(stack.redis_url)
+                .expect("redis url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to redis"),
+        ),
+    }
 }
 
 /// A counter's value in Redis (`None` when Redis does not hold it).
 pub async fn counter_value(
-    connection: &mut MultiplexedConnection,
+    connection: &mut impl ConnectionLike,
     prefix: &str,
     namespace: &str,
     entity_id: &str,

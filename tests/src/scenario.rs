@@ -136,7 +136,7 @@ impl Workload {
         api: &Api,
         config: &TestConfig,
         database: &sea_orm::DatabaseConnection,
-        redis: &mut redis::aio::MultiplexedConnection,
+        redis: &mut impl redis::aio::ConnectionLike,
     ) -> Option<String> {
         for (namespace, expected) in [(LIKES, &self.expected_likes), (VIEWS, &self.expected_views)]
         {

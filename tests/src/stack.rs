@@ -2,6 +2,10 @@
 //! defaults), and stopping or starting one of its components for fault tests. Stopping goes
 //! through `cargo xtask stack stop <component>`, which stops the process the stack started;
 //! `cargo xtask stack up` starts it again.
+//!
+//! The topology is the one `cargo xtask test --cluster` (or `env --cluster`) names:
+//! `SPILLWAY_TEST_REDIS_CLUSTER=1` with `REDIS_CLUSTER_NODES`, `SPILLWAY_TEST_KAFKA_BROKERS=3`
+//! with the three brokers in `KAFKA_BOOTSTRAP`.
 
 use std::process::Command;
 
@@ -12,6 +16,10 @@ pub struct Stack {
     pub redis_url: String,
     pub database_url: String,
     pub s3_endpoint: String,
+    /// The Redis Cluster's seed nodes, when the topology has one (the services then use it).
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    /// How many Kafka brokers `kafka` names (1 or 3).
+    pub kafka_brokers: usize,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -28,8 +36,28 @@ impl Stack {
                 "postgres://spillway@127.0.0.1:15432/spillway",
             ),
             s3_endpoint: env_or("S3_ENDPOINT", "http://127.0.0.1:19000"),
+            redis_cluster_nodes: redis_cluster_nodes(),
+            kafka_brokers: env_or("SPILLWAY_TEST_KAFKA_BROKERS", "1")
+                .trim()
+                .parse()
+                .unwrap_or(1),
         }
     }
+
+    /// Whether the services of the tests use a Redis Cluster.
+    pub fn redis_cluster(&self) -> bool {
+        self.redis_cluster_nodes.is_some()
+    }
+}
+
+fn redis_cluster_nodes() -> Option<Vec<String>> {
+    let on = env_or("SPILLWAY_TEST_REDIS_CLUSTER", "");
+    if !matches!(on.trim(), "1" | "true" | "yes") {
+        return None;
+    }
+    let nodes = std::env::var("REDIS_CLUSTER_NODES")
+        .expect("SPILLWAY_TEST_REDIS_CLUSTER=1 needs REDIS_CLUSTER_NODES (cargo xtask test --cluster sets both)");
+    Some(nodes.split(',').map(str::to_owned).collect())
 }
 
 fn xtask(args: &[&str]) {
@@ -47,9 +75,16 @@ pub fn stop(component: &str) {
     xtask(&["stop", component]);
 }
 
-/// Starts whatever part of the stack is not running.
+/// Starts whatever part of the stack is not running (of the topology the environment
+/// names).
 pub fn start_all() {
     xtask(&["up"]);
+}
+
+/// SIGKILLs one node of the cluster topology (`redis-cluster-17002`, `kafka-broker-2`); for
+/// a Redis master, returns once its replica has taken over.
+pub fn kill(node: &str) {
+    xtask(&["kill", node]);
 }
 
 /// The workspace root (the parent of this crate).

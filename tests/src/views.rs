@@ -160,16 +160,17 @@ impl PrivateRedis {
     }
 }
 
-/// `config` with its services pointed at the Redis at `url` (the file lives in `dir`).
+/// `config` with its services pointed at the single Redis at `url` (the file lives in
+/// `dir`), also when the topology has a Redis Cluster: the tests that flush Redis or fill it
+/// to its `maxmemory` do it on a private Redis of their own ([`PrivateRedis`]).
 pub fn with_redis(config: &TestConfig, url: &str, dir: &tempfile::TempDir) -> TestConfig {
     let shared = crate::stack::Stack::from_env().redis_url;
     let text = std::fs::read_to_string(&config.file).expect("read test config");
     let mut moved = config.clone();
     moved.file = PathBuf::from(dir.path()).join("spillway.toml");
-    std::fs::write(
-        &moved.file,
-        text.replace(&format!("url = \"{shared}\""), &format!("url = \"{url}\"")),
-    )
-    .expect("write test config");
+    let single = text
+        .replace(&format!("{}\n", crate::CLUSTER_MODE_LINE), "")
+        .replace(&format!("url = \"{shared}\""), &format!("url = \"{url}\""));
+    std::fs::write(&moved.file, single).expect("write test config");
     moved
 }

@@ -20,7 +20,7 @@ use crate::{
     },
     metrics::Metrics,
     readiness::Readiness,
-    redis::{self, RedisClient, RedisError},
+    redis::{RedisClient, RedisError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,12 @@ impl ServiceBase {
         for sink in settings.sinks.keys() {
             topics.push((kafka.writes_topic(sink), kafka.writes_partitions));
         }
-        admin::ensure_topics(&kafka.bootstrap, &topics).await?;
+        admin::ensure_replicated_topics(
+            &kafka.bootstrap,
+            &topics,
+            admin::Replication::from_settings(kafka),
+        )
+        .await?;
         let producer = EventProducer::new(
             &kafka.bootstrap,
             &format!("spillway-{name}"),
@@ -93,10 +98,10 @@ impl ServiceBase {
     /// monitor and `/readyz?verbose`.
     pub fn with_redis(&mut self) -> Result<RedisClient, StartError> {
         let client = RedisClient::from_settings(&self.settings.redis)?;
-        let checked = client.pool().clone();
+        let checked = client.clone();
         self.add_check("redis", move || {
-            let pool = checked.clone();
-            async move { redis::check(&pool).await }
+            let client = checked.clone();
+            async move { client.check().await }
         });
         Ok(client)
     }

@@ -32,7 +32,7 @@ struct Meta {
 pub async fn run(command: Command) -> Result<()> {
     let settings = Settings::load()?;
     spillway_core::telemetry::init(&settings.log);
-    let redis = RedisClient::from_settings(&settings.redis).context("redis.url")?;
+    let redis = RedisClient::from_settings(&settings.redis).context("redis")?;
     match command {
         Command::Holds { queue: Some(queue) } => {
             check_name(&queue)?;
@@ -105,6 +105,7 @@ async fn lift(redis: &RedisClient, queue: &str) -> Result<String> {
     let key = redis.keys().queue(queue, "meta");
     let before = read_meta(redis, queue).await?;
     let created: bool = redis
+        .replicated()
         .command(
             redis::cmd("HSETNX")
                 .arg(&key)
@@ -141,34 +142,21 @@ async fn lift(redis: &RedisClient, queue: &str) -> Result<String> {
 }
 
 /// The rooms with state in Redis (their `meta` keys), by name: `SCAN` in steps, each within
-/// the client's deadline.
+/// the client's deadline (on a Redis Cluster, on every master).
 async fn rooms(redis: &RedisClient) -> Result<Vec<String>> {
     let pattern = redis.keys().queue("*", "meta");
     let prefix = redis.keys().queue("", "");
     let prefix = prefix.trim_end_matches("}:");
-    let mut names = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis
-            .command(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1_000),
-            )
-            .await?;
-        names.extend(keys.iter().filter_map(|key| {
+    let mut names: Vec<String> = redis
+        .scan_keys(&pattern)
+        .await?
+        .iter()
+        .filter_map(|key| {
             key.strip_prefix(prefix)?
                 .strip_suffix("}:meta")
                 .map(str::to_owned)
-        }));
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+        })
+        .collect();
     names.sort();
     names.dedup();
     Ok(names)

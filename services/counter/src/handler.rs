@@ -10,6 +10,10 @@
 //! Re-sent events (same event id within the namespace's window) are absorbed by the ids the
 //! counter remembers in Redis and, through the flush, in the database.
 //!
+//! A counter with unflushed events that Redis no longer holds (Missing at an apply, absent
+//! at a flush) also rewinds the consumer: on a Redis Cluster one master may lose its data
+//! while the epoch, on another, stays.
+//!
 //! A counter whose database row is corrupt is not applied: its events go to the DLQ with the
 //! reason, and `spillway_counter_corrupt_rows_total` counts it.
 
@@ -279,6 +283,28 @@ impl CounterHandler {
         }
     }
 
+    /// Whether this instance applied events to the counter that are not flushed yet.
+    fn has_unflushed(&self, batch: &CounterBatch) -> bool {
+        let key = (batch.namespace.clone(), batch.entity_id.clone());
+        let dirty = self.dirty.lock().expect("dirty lock");
+        dirty
+            .by_partition
+            .values()
+            .any(|counters| counters.contains_key(&key))
+    }
+
+    /// A counter with unflushed events is gone from Redis (emptied, or on a Redis Cluster the
+    /// master of its slot lost with its data, which the epoch in another slot cannot see):
+    /// like an emptied Redis, the consumer must read again from the committed offsets.
+    fn lost(&self, namespace: &str, entity_id: &str) -> HandlerError {
+        self.dirty.lock().expect("dirty lock").by_partition.clear();
+        self.metrics.rebuilds.inc();
+        HandlerError::Rewind(format!(
+            "Redis lost counter {namespace}/{entity_id} before its events were flushed; \
+             rebuilding from the database"
+        ))
+    }
+
     /// Loads counters from the database into Redis; returns the ones whose row is corrupt
     /// (not loaded, so never applied on top of a state that would count events twice).
     async fn load_counters(
@@ -352,6 +378,9 @@ impl CounterHandler {
             .collect();
         if missing.is_empty() {
             return Ok(outcomes);
+        }
+        if let Some(&lost) = missing.iter().find(|&&i| self.has_unflushed(batches[i])) {
+            return Err(self.lost(&batches[lost].namespace, &batches[lost].entity_id));
         }
         let to_load: Vec<&CounterBatch> = missing.iter().map(|&i| batches[i]).collect();
         let corrupt = self.load_counters(&to_load).await?;
@@ -506,7 +535,8 @@ impl BatchHandler for CounterHandler {
             return Ok(());
         }
         let outcome = self.flush_snapshot(&snapshot).await;
-        if outcome.is_err() {
+        // A failed flush is tried again; after a rewind the replay marks what it applies.
+        if let Err(HandlerError::Retry(_)) = outcome {
             self.dirty.lock().expect("dirty lock").merge(snapshot);
         }
         self.metrics
@@ -555,11 +585,13 @@ impl CounterHandler {
                 event_ids: &changes.event_ids,
             })
             .collect();
-        let batch = self
-            .store
-            .read_for_flush(&to_flush)
-            .await
-            .map_err(HandlerError::retry)?;
+        let batch = match self.store.read_for_flush(&to_flush).await {
+            Err(CounterStoreError::Lost {
+                namespace,
+                entity_id,
+            }) => return Err(self.lost(&namespace, &entity_id)),
+            outcome => outcome.map_err(HandlerError::retry)?,
+        };
         sql::write_flush(self.store.database(), &self.namespaces, &batch)
             .await
             .map_err(HandlerError::retry)?;

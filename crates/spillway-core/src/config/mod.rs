@@ -29,7 +29,8 @@ pub use crate::{
 };
 pub use sections::{
     BatchWriterSettings, CounterSettings, DatabaseSettings, GatewaySettings, KafkaSettings,
-    LogFormat, LogSettings, RedisSettings, S3Settings, TemplateWarmupSettings, TopicSettings,
+    LogFormat, LogSettings, RedisMode, RedisSettings, S3Settings, TemplateWarmupSettings,
+    TopicSettings,
 };
 
 use crate::{

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    check::{ConfigError, in_range, non_empty, url_scheme},
+    check::{ConfigError, in_range, invalid, non_empty, url_scheme},
     secret::Secret,
 };
 
@@ -79,6 +79,12 @@ pub struct KafkaSettings {
     /// Sink topics are `<writes_prefix><sink>.v1`.
     pub writes_prefix: String,
     pub writes_partitions: i32,
+    /// Copies of each partition of the topics spillway creates; unset: the brokers'
+    /// `default.replication.factor`. Topics that exist are left as they are.
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of the topics spillway creates: with `acks=all` a write is
+    /// acknowledged once this many copies hold it; unset: the brokers' default.
+    pub min_insync_replicas: Option<i32>,
 }
 
 impl Default for KafkaSettings {
@@ -93,6 +99,8 @@ impl Default for KafkaSettings {
             dlq: TopicSettings::new("spillway.dlq.v1", 1),
             writes_prefix: "spillway.writes.".into(),
             writes_partitions: 3,
+            replication_factor: None,
+            min_insync_replicas: None,
         }
     }
 }
@@ -133,27 +141,75 @@ impl KafkaSettings {
             "kafka.consumer_linger_ms",
             self.consumer_linger_ms,
             0..=60_000,
-        )
+        )?;
+        self.validate_replication()
     }
+
+    fn validate_replication(&self) -> Result<(), ConfigError> {
+        if let Some(factor) = self.replication_factor {
+            in_range("kafka.replication_factor", factor as u64, 1..=16)?;
+        }
+        if let Some(min) = self.min_insync_replicas {
+            in_range("kafka.min_insync_replicas", min as u64, 1..=16)?;
+            if let Some(factor) = self.replication_factor
+                && min > factor
+            {
+                return Err(invalid(
+                    "kafka.min_insync_replicas",
+                    format!(
+                        "{min} is above kafka.replication_factor ({factor}): no write could be \
+                         acknowledged"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which kind of Redis deployment `[redis]` names.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis at `redis.url`.
+    #[default]
+    Single,
+    /// A Redis Cluster reached through the seed nodes `redis.nodes`.
+    Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RedisSettings {
+    pub mode: RedisMode,
+    /// The Redis of `mode = "single"`.
     pub url: Secret,
+    /// `mode = "cluster"`: seed nodes (`redis://host:port` URLs); the client learns the
+    /// others, and the slots, from whichever answers.
+    pub nodes: Vec<Secret>,
     pub pool_size: usize,
     /// Prepended to every key (outside the hash tag), so tests can share one Redis.
     pub key_prefix: String,
     pub timeout_ms: u64,
+    /// How many replicas must hold a write that has to survive a failover (a counter's
+    /// apply, a template copy handed out, a pending-write marker, a waiting-room step) before
+    /// the call counts as done; unset: 1 in cluster mode, 0 for a single Redis.
+    pub wait_replicas: Option<u32>,
+    /// The longest such a call waits for its replicas (then it fails, and is retried).
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Single,
             url: Secret::new("redis://127.0.0.1:16379"),
+            nodes: Vec::new(),
             pool_size: 32,
             key_prefix: String::new(),
             timeout_ms: 1_000,
+            wait_replicas: None,
+            wait_timeout_ms: 500,
         }
     }
 }
@@ -163,9 +219,53 @@ impl RedisSettings {
         Duration::from_millis(self.timeout_ms)
     }
 
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
+    }
+
+    /// The replicas a replicated write waits for ([`Self::wait_replicas`] or its default).
+    pub fn replicas_to_wait_for(&self) -> u32 {
+        self.wait_replicas.unwrap_or(match self.mode {
+            RedisMode::Single => 0,
+            RedisMode::Cluster => 1,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
-        url_scheme("redis.url", self.url.expose(), &["redis", "rediss"])?;
-        in_range("redis.pool_size", self.pool_size as u64, 1..=10_000)
+        const SCHEMES: &[&str] = &["redis", "rediss"];
+        match self.mode {
+            RedisMode::Single => url_scheme("redis.url", self.url.expose(), SCHEMES)?,
+            RedisMode::Cluster => {
+                if self.nodes.is_empty() {
+                    return Err(invalid(
+                        "redis.nodes",
+                        "mode = \"cluster\" needs at least one seed node (redis://host:port)",
+                    ));
+                }
+                for node in &self.nodes {
+                    url_scheme("redis.nodes", node.expose(), SCHEMES)?;
+                }
+            }
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "redis.key_prefix",
+                "may not contain `{` or `}`: it would become the hash tag of every key, \
+                 putting them all on one Redis Cluster slot",
+            ));
+        }
+        in_range("redis.pool_size", self.pool_size as u64, 1..=10_000)?;
+        in_range("redis.timeout_ms", self.timeout_ms, 10..=60_000)?;
+        in_range(
+            "redis.wait_replicas",
+            self.replicas_to_wait_for().into(),
+            0..=5,
+        )?;
+        in_range(
+            "redis.wait_timeout_ms",
+            self.wait_timeout_ms,
+            1..=self.timeout_ms.saturating_sub(1).max(1),
+        )
     }
 }
 

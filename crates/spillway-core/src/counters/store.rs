@@ -46,6 +46,13 @@ pub enum CounterStoreError {
     Sql(#[from] CounterSqlError),
     #[error("a counter vanished from Redis while it was being loaded")]
     Vanished,
+    /// A counter with events not yet flushed is gone from Redis (emptied, or the master of
+    /// its slot lost with its data): those events are only in Kafka now.
+    #[error("Redis lost counter {namespace}/{entity_id} before its events were flushed")]
+    Lost {
+        namespace: String,
+        entity_id: String,
+    },
 }
 
 impl From<sea_orm::DbErr> for CounterStoreError {
@@ -316,6 +323,15 @@ impl CounterStore {
     /// event. A Redis that lost the script gets it loaded again and the pipeline re-sent:
     /// replays change nothing. Each call touches the keys of one counter only (one hash
     /// tag, one slot).
+    ///
+    /// On a Redis Cluster the pipeline is split per slot (`redis::cluster`), and it is a
+    /// replicated call: it returns once each touched master's replica holds the applied
+    /// events, so a failover cannot take back what the counter goes on to flush and commit.
+    /// The epoch key, in a slot of its own, is then read in its own sub-pipeline, not
+    /// around the script calls: a FLUSHALL of every master is still seen, in this round or
+    /// the next (and a counter it emptied comes back [`BatchOutcome::Missing`]); the loss of
+    /// one master is seen per counter, by the handler (a counter with unflushed events that
+    /// is Missing, or [`CounterStoreError::Lost`] at the flush).
     pub async fn apply(&self, batches: &[&CounterBatch]) -> Result<ApplyRound, CounterStoreError> {
         let entries: Vec<Vec<Entry>> = batches.iter().map(|b| combine(&b.events)).collect();
         let mut round = self.apply_entries(batches, &entries).await?;
@@ -350,6 +366,7 @@ impl CounterStore {
         pipeline.cmd("GET").arg(&epoch);
         let replies: Vec<redis::Value> = self
             .redis
+            .replicated()
             .pipeline_with_scripts(&pipeline, &[&COUNTER_APPLY])
             .await?;
         let mut replies = replies.into_iter();
@@ -515,12 +532,13 @@ impl CounterStore {
                 .del(self.redis.keys().counter_members(namespace, entity_id))
                 .del(self.redis.keys().counter_event_ids(namespace, entity_id));
         }
-        self.redis.pipeline::<()>(&pipeline).await?;
+        self.redis.replicated().pipeline::<()>(&pipeline).await?;
         Ok(())
     }
 
-    /// Reads the current state of dirty counters from Redis, for a flush. Counters Redis
-    /// does not hold (emptied) are left out: the rewind rebuilds them.
+    /// Reads the current state of dirty counters from Redis, for a flush. A counter Redis
+    /// does not hold any more is [`CounterStoreError::Lost`]: its events since the last flush
+    /// must be read again from Kafka, never flushed without them.
     pub async fn read_for_flush(
         &self,
         counters: &[CounterToFlush<'_>],
@@ -555,7 +573,10 @@ impl CounterStore {
                 .collect::<Result<_, _>>()
                 .map_err(RedisError::Parse)?;
             if fields.is_empty() {
-                continue;
+                return Err(CounterStoreError::Lost {
+                    namespace: counter.namespace.to_owned(),
+                    entity_id: counter.entity_id.to_owned(),
+                });
             }
             batch
                 .values

@@ -3,6 +3,9 @@
 //! from the head of the line up to the capacity and the rate, and describes the caller's
 //! token. Any number of gateways share a queue; no ticker and no lock are needed.
 //!
+//! Every step is a replicated call ([`RedisClient::replicated`]): a failover that lost an
+//! admission would let more members in than the capacity.
+//!
 //! Each gateway remembers the epoch of every queue it has served; a queue whose Redis state
 //! vanished under it (Redis restarted empty) is held (503) until every session it may have
 //! admitted has expired, so the line never turns into letting everyone in.
@@ -189,7 +192,8 @@ impl WaitingRooms {
             .arg(operation.as_str())
             .arg(member)
             .arg(&token);
-        let (answer, (waiting, active)): ScriptAnswer = self.redis.invoke(&invocation).await?;
+        let (answer, (waiting, active)): ScriptAnswer =
+            self.redis.replicated().invoke(&invocation).await?;
         self.remember_epoch(queue, answer.1.clone());
         self.gauges
             .set(&settings.pattern, waiting, active, answer.5);

@@ -1,82 +1,203 @@
-//! Redis: the connection pool, deadlines on every call, scripts re-loaded when Redis lost
-//! them, and (in [`keys`]) the key shapes, hash-tagged so Redis Cluster keeps the keys a
-//! script touches together on one slot.
+//! Redis: the connection pool (of one Redis, or of a Redis Cluster: [`cluster`]), deadlines
+//! on every call, scripts re-loaded when Redis lost them, `WAIT` for the writes that must
+//! survive a failover, and (in [`keys`]) the key shapes, hash-tagged so Redis Cluster keeps
+//! the keys a script touches together on one slot.
 //!
 //! The Lua scripts live as files in `crates/spillway-core/lua/`; each feature's store loads
 //! its own with `include_str!` (counters, views, queues, templates).
 
+pub mod cluster;
 pub mod keys;
 
 use std::time::Duration;
 
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use redis::{RedisFuture, Value, aio::ConnectionLike};
 
-use crate::config::RedisSettings;
+use crate::config::{RedisMode, RedisSettings};
 
-pub use deadpool_redis::Pool as RedisPool;
+pub use cluster::ClusterConnection;
 pub use keys::Keys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
+    /// Either pool's (the single one's and the cluster's are the same deadpool type).
     #[error("redis pool: {0}")]
     Pool(#[from] deadpool_redis::PoolError),
     #[error("redis pool set-up: {0}")]
     Create(#[from] deadpool_redis::CreatePoolError),
+    #[error("redis cluster pool set-up: {0}")]
+    ClusterCreate(#[from] deadpool::managed::BuildError),
     #[error("redis: {0}")]
     Command(#[from] redis::RedisError),
     #[error("redis: unexpected reply: {0}")]
     Parse(#[source] redis::ParsingError),
     #[error("redis: no answer within {0} ms")]
     Timeout(u64),
+    #[error(
+        "redis: written, but {confirmed} of the {wanted} replicas asked for (redis.wait_replicas) \
+         confirmed it within {timeout_ms} ms"
+    )]
+    NotReplicated {
+        wanted: u32,
+        confirmed: u32,
+        timeout_ms: u64,
+    },
 }
 
-/// Builds the pool; connections are made lazily, so a down Redis does not stop the start.
-pub fn pool(settings: &RedisSettings) -> Result<Pool, RedisError> {
-    let timeout = Duration::from_millis(settings.timeout_ms);
+fn timeouts(timeout: Duration) -> Timeouts {
+    Timeouts {
+        wait: Some(timeout),
+        create: Some(timeout),
+        recycle: Some(timeout),
+    }
+}
+
+/// The single-node pool; connections are made lazily, so a down Redis does not stop the
+/// start.
+fn single_pool(settings: &RedisSettings) -> Result<Pool, RedisError> {
     let mut config = Config::from_url(settings.url.expose());
     config.pool = Some(PoolConfig {
         max_size: settings.pool_size,
-        timeouts: Timeouts {
-            wait: Some(timeout),
-            create: Some(timeout),
-            recycle: Some(timeout),
-        },
+        timeouts: timeouts(settings.timeout()),
         ..PoolConfig::default()
     });
     Ok(config.create_pool(Some(Runtime::Tokio1))?)
 }
 
-/// One deployment's Redis as the stores use it: the pool, the key shapes, and the deadline
-/// of every call. Every store talks to Redis through it, so no call goes without a deadline
-/// and the kind of client is chosen in one place.
+/// The pool of cluster connections (each reaches every node); made lazily, like the other.
+fn cluster_pool(settings: &RedisSettings) -> Result<cluster::ClusterPool, RedisError> {
+    let nodes: Vec<String> = settings
+        .nodes
+        .iter()
+        .map(|node| node.expose().to_owned())
+        .collect();
+    let client = cluster::client(&nodes, settings.timeout())?;
+    Ok(
+        cluster::ClusterPool::builder(cluster::ClusterManager::new(client))
+            .max_size(settings.pool_size)
+            .timeouts(timeouts(settings.timeout()))
+            .runtime(Runtime::Tokio1)
+            .build()?,
+    )
+}
+
 #[derive(Clone)]
-pub struct RedisClient {
-    pool: Pool,
-    keys: Keys,
+enum Backend {
+    Single(Pool),
+    Cluster(cluster::ClusterPool),
+}
+
+/// What a replicated call waits for.
+#[derive(Debug, Clone, Copy)]
+struct WaitRule {
+    replicas: u32,
     timeout: Duration,
 }
 
-impl RedisClient {
-    pub fn new(pool: Pool, keys: Keys, timeout: Duration) -> Self {
-        Self {
-            pool,
-            keys,
-            timeout,
+/// A connection checked out for one call: to the single Redis, or to the whole cluster
+/// (pipelines split per slot: [`cluster`]).
+pub enum RedisConnection {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool::managed::Object<cluster::ClusterManager>),
+}
+
+impl RedisConnection {
+    /// `WAIT` for what this connection wrote (on a cluster: on the master of every slot it
+    /// touched); the fewest replicas that confirmed, `None` when it touched nothing.
+    async fn wait_for_replicas(
+        &mut self,
+        rule: WaitRule,
+    ) -> Result<Option<u32>, redis::RedisError> {
+        match self {
+            Self::Single(connection) => {
+                let confirmed: u32 = redis::cmd("WAIT")
+                    .arg(rule.replicas)
+                    .arg(rule.timeout.as_millis().max(1) as u64)
+                    .query_async(connection)
+                    .await?;
+                Ok(Some(confirmed))
+            }
+            Self::Cluster(connection) => {
+                connection
+                    .wait_for_replicas(rule.replicas, rule.timeout)
+                    .await
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, command: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(command),
+            Self::Cluster(connection) => connection.req_packed_command(command),
         }
     }
 
-    /// The client the settings describe (connections are made lazily).
-    pub fn from_settings(settings: &RedisSettings) -> Result<Self, RedisError> {
-        Ok(Self::new(
-            pool(settings)?,
-            Keys::new(settings.key_prefix.clone()),
-            settings.timeout(),
-        ))
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
     }
 
-    /// The pool, for readiness checks.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// One deployment's Redis as the stores use it: the pool (of a single Redis or of a
+/// cluster), the key shapes, and the deadline of every call. Every store talks to Redis
+/// through it, so no call goes without a deadline and the kind of client is chosen in one
+/// place; the stores' keys and scripts are the same for both kinds (each script touches one
+/// hash tag; a pipeline spanning slots is split per slot on a cluster: [`cluster`]).
+#[derive(Clone)]
+pub struct RedisClient {
+    backend: Backend,
+    keys: Keys,
+    timeout: Duration,
+    /// Set on the handle [`RedisClient::replicated`] returns, when replicas are asked for.
+    wait: Option<WaitRule>,
+    replicas: WaitRule,
+}
+
+impl RedisClient {
+    /// The client the settings describe (connections are made lazily).
+    pub fn from_settings(settings: &RedisSettings) -> Result<Self, RedisError> {
+        let backend = match settings.mode {
+            RedisMode::Single => Backend::Single(single_pool(settings)?),
+            RedisMode::Cluster => Backend::Cluster(cluster_pool(settings)?),
+        };
+        Ok(Self {
+            backend,
+            keys: Keys::new(settings.key_prefix.clone()),
+            timeout: settings.timeout(),
+            wait: None,
+            replicas: WaitRule {
+                replicas: settings.replicas_to_wait_for(),
+                timeout: settings.wait_timeout(),
+            },
+        })
+    }
+
+    /// The same Redis, for calls whose writes must survive a failover: each returns only
+    /// once `redis.wait_replicas` replicas hold what it wrote (`WAIT`), and fails otherwise
+    /// (the writes stay on the master; every such call is safe to repeat). For a counter's
+    /// apply, a template copy handed out, a pending-write marker set or cleared, a waiting
+    /// room's step; not for caches and locks, which a failover may lose.
+    pub fn replicated(&self) -> Self {
+        let mut replicated = self.clone();
+        replicated.wait = (self.replicas.replicas > 0).then_some(self.replicas);
+        replicated
     }
 
     /// The key shapes, with the deployment's prefix.
@@ -84,9 +205,37 @@ impl RedisClient {
         &self.keys
     }
 
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
+    }
+
     /// A pooled connection, within the deadline.
-    pub async fn connection(&self) -> Result<deadpool_redis::Connection, RedisError> {
-        with_timeout(self.timeout, self.pool.get()).await
+    pub async fn connection(&self) -> Result<RedisConnection, RedisError> {
+        match &self.backend {
+            Backend::Single(pool) => with_timeout(self.timeout, pool.get())
+                .await
+                .map(RedisConnection::Single),
+            Backend::Cluster(pool) => with_timeout(self.timeout, pool.get())
+                .await
+                .map(RedisConnection::Cluster),
+        }
+    }
+
+    /// For a replicated handle: the replicas confirm what `connection` wrote, or the call
+    /// fails.
+    async fn confirm_replicated(&self, connection: &mut RedisConnection) -> Result<(), RedisError> {
+        let Some(rule) = self.wait else {
+            return Ok(());
+        };
+        match connection.wait_for_replicas(rule).await? {
+            Some(confirmed) if confirmed < rule.replicas => Err(RedisError::NotReplicated {
+                wanted: rule.replicas,
+                confirmed,
+                timeout_ms: rule.timeout.as_millis() as u64,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// One command, within the deadline.
@@ -95,16 +244,27 @@ impl RedisClient {
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, command.query_async(&mut connection)).await
+        with_timeout(self.timeout, async {
+            let value = command.query_async(&mut connection).await?;
+            self.confirm_replicated(&mut connection).await?;
+            Ok::<T, RedisError>(value)
+        })
+        .await
     }
 
-    /// One pipeline, within the deadline.
+    /// One pipeline, within the deadline (split per slot on a cluster, so it must be safe to
+    /// send again: [`cluster`]).
     pub async fn pipeline<T: redis::FromRedisValue>(
         &self,
         pipeline: &redis::Pipeline,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, pipeline.query_async(&mut connection)).await
+        with_timeout(self.timeout, async {
+            let value = pipeline.query_async(&mut connection).await?;
+            self.confirm_replicated(&mut connection).await?;
+            Ok::<T, RedisError>(value)
+        })
+        .await
     }
 
     /// A pipeline of `EVALSHA` calls of `scripts`, loading them when Redis lost them
@@ -115,10 +275,11 @@ impl RedisClient {
         scripts: &[&redis::Script],
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(
-            self.timeout,
-            query_with_scripts(&mut connection, pipeline, scripts),
-        )
+        with_timeout(self.timeout, async {
+            let value = query_with_scripts(&mut connection, pipeline, scripts).await?;
+            self.confirm_replicated(&mut connection).await?;
+            Ok::<T, RedisError>(value)
+        })
         .await
     }
 
@@ -128,7 +289,64 @@ impl RedisClient {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, invocation.invoke_async(&mut connection)).await
+        with_timeout(self.timeout, async {
+            let value = invocation.invoke_async(&mut connection).await?;
+            self.confirm_replicated(&mut connection).await?;
+            Ok::<T, RedisError>(value)
+        })
+        .await
+    }
+
+    /// Every key matching `pattern`: `SCAN` in steps, each within the deadline; on a
+    /// cluster, on every master. May list a key twice (as `SCAN` may).
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let mut keys = Vec::new();
+        let mut connection = self.connection().await?;
+        match &mut connection {
+            RedisConnection::Single(single) => {
+                let mut cursor = 0;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(cluster::SCAN_COUNT);
+                    let (next, found): (u64, Vec<String>) =
+                        with_timeout(self.timeout, scan.query_async(single)).await?;
+                    keys.extend(found);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            RedisConnection::Cluster(cluster) => {
+                let masters = with_timeout(self.timeout, cluster.masters()).await?;
+                for master in &masters {
+                    let mut cursor = 0;
+                    loop {
+                        let (next, found) =
+                            with_timeout(self.timeout, cluster.scan_step(master, cursor, pattern))
+                                .await?;
+                        keys.extend(found);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Readiness: a PING answered (on a cluster, by every master).
+    pub async fn check(&self) -> Result<(), String> {
+        self.command::<String>(&redis::cmd("PING"))
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -149,7 +367,7 @@ where
 /// Runs a pipeline of `EVALSHA` calls; when Redis has lost the scripts (a restart or a new
 /// Redis) it loads them and sends the pipeline once more. The calls must be safe to repeat.
 pub async fn query_with_scripts<T: redis::FromRedisValue>(
-    connection: &mut deadpool_redis::Connection,
+    connection: &mut impl ConnectionLike,
     pipeline: &redis::Pipeline,
     scripts: &[&redis::Script],
 ) -> redis::RedisResult<T> {
@@ -168,16 +386,6 @@ pub async fn query_with_scripts<T: redis::FromRedisValue>(
 fn is_missing_script(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
         || error.to_string().to_ascii_lowercase().contains("noscript")
-}
-
-/// Readiness: a PING answered.
-pub async fn check(pool: &Pool) -> Result<(), String> {
-    let mut connection = pool.get().await.map_err(|error| error.to_string())?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut connection)
-        .await
-        .map(|_| ())
-        .map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@
 //! then fall back to the database). A cleared marker leaves a tombstone for a minute (the
 //! committed offset, no row), so a gateway whose marker comes after the commit (its Redis
 //! call was slow) leaves none behind.
+//!
+//! Setting and clearing are replicated calls ([`RedisClient::replicated`]): a marker a
+//! failover lost would hide an acknowledged write from its writer's read, one whose clearing
+//! it lost could come back over a newer commit.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -90,6 +94,7 @@ impl PendingWrites {
             .arg(if first_wins { "1" } else { "0" });
         let (set,): (i64,) = self
             .redis
+            .replicated()
             .pipeline_with_scripts(&call, &[&PENDING_MARK])
             .await?;
         Ok(set == 1)
@@ -118,6 +123,7 @@ impl PendingWrites {
                 .ignore();
         }
         self.redis
+            .replicated()
             .pipeline_with_scripts(&pipeline, &[&PENDING_CLEAR])
             .await
     }

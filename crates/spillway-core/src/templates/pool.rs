@@ -1,7 +1,9 @@
 //! One Redis pool per template, three keys under one hash tag: the ids of ready copies (a
 //! list, oldest at the right), their records (a hash: a copy is in the pool iff it has a
 //! record) and the ids handed out whose database row may still say ready (a set). Taking,
-//! pushing and removing are Lua scripts, so a copy goes to exactly one caller.
+//! pushing and removing are Lua scripts, so a copy goes to exactly one caller. Taking and
+//! removing are replicated calls ([`RedisClient::replicated`]): a failover that lost either
+//! would put the copy back in the pool, to be handed out again (or after its deletion).
 
 use std::sync::LazyLock;
 
@@ -56,7 +58,7 @@ impl TemplatePool {
         for key in self.keys_of(template_id) {
             invocation.key(key);
         }
-        let record: Option<String> = self.redis.invoke(&invocation).await?;
+        let record: Option<String> = self.redis.replicated().invoke(&invocation).await?;
         Ok(
             record.and_then(|record| match serde_json::from_str(&record) {
                 Ok(record) => Some(record),
@@ -91,7 +93,7 @@ impl TemplatePool {
         for id in ids {
             invocation.arg(id.to_string());
         }
-        let removed: Vec<String> = self.redis.invoke(&invocation).await?;
+        let removed: Vec<String> = self.redis.replicated().invoke(&invocation).await?;
         Ok(parse_ids(removed))
     }
 
