@@ -169,6 +169,17 @@ group_id = "{id}-template-warmup"
         self.rewritten(|toml| toml.replacen("[gateway]\n", &format!("[gateway]\n{line}\n"), 1))
     }
 
+    /// The same deployment with the counter flushing every `ms` milliseconds (200 otherwise).
+    pub fn with_counter_flush_interval_ms(&self, ms: u64) -> Self {
+        self.rewritten(|toml| {
+            toml.replacen(
+                "flush_interval_ms = 200\n",
+                &format!("flush_interval_ms = {ms}\n"),
+                1,
+            )
+        })
+    }
+
     /// A copy whose file is this one's, rewritten by `rewrite`.
     fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();

@@ -45,6 +45,15 @@ fn hermetic(mut command: Command) -> Command {
     command
 }
 
+/// Where a service process's log lines (stdout) go: nowhere, unless
+/// `SPILLWAY_TEST_SERVICE_LOGS=1` asks for them beside the test's output.
+fn service_logs() -> Stdio {
+    match std::env::var("SPILLWAY_TEST_SERVICE_LOGS").as_deref() {
+        Ok("1") => Stdio::inherit(),
+        _ => Stdio::null(),
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -101,7 +110,7 @@ impl ServiceProcess {
                 format!("127.0.0.1:{port}"),
             )
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(service_logs())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn service binary");

@@ -40,8 +40,14 @@ async fn readiness_stays_200_while_a_dependency_is_down_and_the_verbose_check_na
         .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
+    // On the cluster topology the services' Redis is the Redis Cluster (all six nodes are
+    // stopped); `kafka` names the three brokers there.
+    let redis = match stack::Stack::from_env().redis_cluster() {
+        true => "redis-cluster",
+        false => "redis",
+    };
     for (component, dependency) in [
-        ("redis", "redis"),
+        (redis, "redis"),
         ("postgres", "database"),
         ("kafka", "kafka"),
     ] {

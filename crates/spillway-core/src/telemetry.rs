@@ -13,8 +13,14 @@ use crate::config::{LogFormat, LogSettings};
 /// Directives added to the configured level (unless `RUST_LOG` is set): PostgreSQL's notices
 /// (`relation ... already exists, skipping` from an idempotent `CREATE ... IF NOT EXISTS`) and
 /// actix-server's own start and stop lines (workers, runtime) are not worth an info line;
-/// each service says once that it started (`service::announce`).
-const QUIET_DIRECTIVES: [&str; 2] = ["sqlx::postgres::notice=warn", "actix_server=warn"];
+/// each service says once that it started (`service::announce`). The Redis Cluster client
+/// warns at every attempt to reach a node that is down (hundreds a second while a master
+/// fails over); the calls that fail meanwhile are logged by spillway itself.
+const QUIET_DIRECTIVES: [&str; 3] = [
+    "sqlx::postgres::notice=warn",
+    "actix_server=warn",
+    "redis::cluster_handling=error",
+];
 
 /// The format `auto` stands for on this output.
 fn effective_format(format: LogFormat, terminal: bool) -> LogFormat {

@@ -6,10 +6,7 @@ use std::{process::ExitCode, time::Duration};
 use spillway_tests::chaos::{self, ChaosOptions};
 
 fn options() -> anyhow::Result<ChaosOptions> {
-    let mut options = ChaosOptions {
-        duration: Duration::from_secs(120),
-        seed: 1,
-    };
+    let mut options = ChaosOptions::chaos(Duration::from_secs(120), 1);
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         match pair {

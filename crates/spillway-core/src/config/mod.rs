@@ -314,4 +314,57 @@ mod tests {
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("`kafka.dlq.partitions`"), "{error}");
     }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_its_seed_nodes_as_the_environment_gives_them() {
+        use figment::providers::Serialized;
+        // What `cargo xtask env --cluster` exports, parsed as the `SPILLWAY_` provider does.
+        let nodes: figment::value::Value = r#"["redis://127.0.0.1:17001","redis://127.0.0.1:17002"]"#
+            .parse()
+            .unwrap();
+        let settings: Settings = Figment::new()
+            .merge(Serialized::default("redis.mode", "cluster"))
+            .merge(Serialized::default("redis.nodes", nodes))
+            .extract()
+            .unwrap();
+        settings.validate().unwrap();
+        assert_eq!(settings.redis.mode, RedisMode::Cluster);
+        assert_eq!(settings.redis.nodes.len(), 2);
+        assert_eq!(settings.redis.replicas_to_wait_for(), 1);
+        assert_eq!(Settings::default().redis.replicas_to_wait_for(), 0);
+    }
+
+    #[test]
+    fn bad_redis_settings_name_their_key() {
+        let cases: [(&str, fn(&mut RedisSettings)); 5] = [
+            ("`redis.nodes`", |redis| redis.mode = RedisMode::Cluster),
+            ("`redis.nodes`", |redis| {
+                redis.mode = RedisMode::Cluster;
+                redis.nodes = vec![Secret::new("127.0.0.1:17001")];
+            }),
+            ("`redis.key_prefix`", |redis| redis.key_prefix = "{t1}:".into()),
+            ("`redis.wait_timeout_ms`", |redis| redis.wait_timeout_ms = 1_000),
+            ("`redis.wait_replicas`", |redis| redis.wait_replicas = Some(9)),
+        ];
+        for (key, spoil) in cases {
+            let mut settings = Settings::default();
+            spoil(&mut settings.redis);
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn topics_cannot_ask_for_more_in_sync_replicas_than_copies() {
+        let mut settings = Settings::default();
+        settings.kafka.replication_factor = Some(3);
+        settings.kafka.min_insync_replicas = Some(2);
+        settings.validate().unwrap();
+        settings.kafka.min_insync_replicas = Some(4);
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("`kafka.min_insync_replicas`"), "{error}");
+        settings.kafka.replication_factor = Some(0);
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("`kafka.replication_factor`"), "{error}");
+    }
 }

@@ -200,7 +200,8 @@ impl ClusterConnection {
         });
         let mut fewest = u32::MAX;
         for reply in join_all(waits).await {
-            let confirmed: u32 = redis::from_redis_value(reply?)?;
+            // A node that is no longer the slot's master answers with an error, as it should.
+            let confirmed: u32 = redis::from_redis_value(reply?.extract_error()?)?;
             fewest = fewest.min(confirmed);
         }
         Ok(Some(fewest))
