@@ -20,7 +20,7 @@
 //! once ([`jvm`]); the CPU each case used is read from `/proc` ([`cpu`]).
 
 mod connect;
-mod cpu;
+
 mod jvm;
 mod streams;
 mod workload;
@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use self::{
-    cpu::{CpuMeter, CpuSplit},
-    workload::{CounterWorkload, KeyDistribution},
-};
+use self::workload::{CounterWorkload, KeyDistribution};
+use super::cpu::{CpuMeter, CpuSplit};
 use super::{Comparison, Report};
 use crate::{TestConfig, db, spawn_batch_writer, spawn_counter};
 
