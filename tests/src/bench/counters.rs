@@ -100,7 +100,7 @@ pub async fn run() -> anyhow::Result<Report> {
         "lag: 202 -> row in the database",
         None,
         &db_lag,
-        "flush every 1 s or 1000 counters; 50 ms polls",
+        "flush every 1 s (tests: 200 ms) or 20000 counters; 50 ms polls",
     );
     dedupe_cost(&mut report, &api, &database).await?;
     counter.stop().await?;
