@@ -40,6 +40,7 @@ const LAG_SAMPLE_EVERY: u64 = 10;
 const NO_DEDUPE_NAMESPACE: &str = "
 [namespaces.views-without-dedupe]
 kind = \"sum\"
+anonymous_increments = true
 dedupe_window_seconds = 0
 ";
 
@@ -221,6 +222,8 @@ async fn likes(report: &mut Report, config: &TestConfig) -> anyhow::Result<()> {
     let counter = ServiceProcess::start("counter", config).await;
     let meter = CpuMeter::start_for(vec![gateway.pid(), counter.pid()]);
     let api = Api::new(gateway.url(""));
+    let (status, body) = api.like("video-likes", "video-0", "probe").await;
+    anyhow::ensure!(status == 202, "a first like answered {status}: {body}");
     let load_api = api.clone();
     let spillway_likes = closed_loop(CLIENTS, LIKES_PER_CLIENT, move |client, i| {
         let api = load_api.clone();
