@@ -126,7 +126,8 @@ async fn counters(
     let config = TestConfig::new(&format!(
         "[namespaces.{}]\nkind = \"sum\"\n",
         workload.namespace
-    ));
+    ))
+    .with_shipped_tuning();
     let records = workload.records();
     let keys_used = records
         .iter()
@@ -219,7 +220,7 @@ async fn writes(
     artifacts: &jvm::Artifacts,
     row_count: usize,
 ) -> anyhow::Result<()> {
-    let config = TestConfig::new(&sink_toml());
+    let config = TestConfig::new(&sink_toml()).with_shipped_tuning();
     let database = db::connect(&config).await;
     let topic = config.settings().kafka.writes_topic(SINK);
     let rows = workload::rows(row_count);
