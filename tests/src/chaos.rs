@@ -34,8 +34,9 @@ use crate::{
     api::Api,
     db, objects,
     process::{self, ServiceProcess},
-    redis_client, stack,
+    redis_client,
     scenario::{LIKES, VIEWS},
+    stack,
     views::{PrivateRedis, with_redis},
 };
 
@@ -483,11 +484,7 @@ async fn write(
     }
 }
 
-async fn take_copy(
-    api: &Gateways,
-    member: &str,
-    expected: &Mutex<Expected>,
-) -> Result<(), String> {
+async fn take_copy(api: &Gateways, member: &str, expected: &Mutex<Expected>) -> Result<(), String> {
     let path = format!("/v1/templates/{TEMPLATE}/copies");
     let token = crate::token(member);
     let answer = call_until_answered(|| {
@@ -596,7 +593,9 @@ async fn kill_redis_masters(duration: Duration, report: &mut ChaosReport) {
         .await;
         *report
             .node_faults
-            .entry(format!("kill -9: Redis master (then replica took over) {node}"))
+            .entry(format!(
+                "kill -9: Redis master (then replica took over) {node}"
+            ))
             .or_default() += 1;
         tokio::time::sleep(Duration::from_secs(3)).await;
         xtask_stack(stack::start_all).await;
@@ -743,7 +742,15 @@ pub async fn run(options: ChaosOptions) -> ChaosReport {
     report.acknowledged = expected.acknowledged.clone();
     report.resent = expected.resent;
     let mut redis = connect_redis(private.as_ref()).await;
-    settle_and_compare(&gateways, &config, &mut redis, &database, &expected, &mut report).await;
+    settle_and_compare(
+        &gateways,
+        &config,
+        &mut redis,
+        &database,
+        &expected,
+        &mut report,
+    )
+    .await;
     report
 }
 

@@ -1,5 +1,6 @@
 //! The services in-process, each on port 0, stopped through its shutdown token. Each helper
 //! migrates the test's schema first, as `spillway-admin migrate` does before a deployment.
+//! `SPILLWAY_TEST_LOG=<directive>` (e.g. `warn`) shows the in-process services' logs.
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,10 +36,21 @@ impl RunningService {
     }
 }
 
+/// Installs a log subscriber when `SPILLWAY_TEST_LOG` names a level (once per process).
+fn show_logs_when_asked() {
+    if let Ok(level) = std::env::var("SPILLWAY_TEST_LOG") {
+        spillway_core::telemetry::init(&spillway_core::config::LogSettings {
+            format: spillway_core::config::LogFormat::Pretty,
+            level,
+        });
+    }
+}
+
 fn run<F>(port: u16, run: impl FnOnce(CancellationToken) -> F) -> RunningService
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    show_logs_when_asked();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(shutdown.clone()));
     RunningService {

@@ -86,7 +86,7 @@ impl CheckContext<'_> {
 
 /// The options the default values leave off, all on (with trial values), so that their
 /// manifests are rendered and validated too.
-const EVERY_OPTION: [&str; 14] = [
+const EVERY_OPTION: [&str; 19] = [
     "services.gateway.autoscaling.enabled=true",
     "ingress.enabled=true",
     "ingress.className=nginx",
@@ -101,6 +101,11 @@ const EVERY_OPTION: [&str; 14] = [
     "services.counter.topologySpreadConstraints[0].maxSkew=1",
     "services.counter.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
     "services.counter.databaseMaxConnections=2",
+    "config.redis.mode=cluster",
+    "config.redis.nodes[0]=redis://redis-cluster-0.redis-cluster.data.svc:6379",
+    "config.redis.nodes[1]=redis://redis-cluster-1.redis-cluster.data.svc:6379",
+    "config.kafka.replication_factor=3",
+    "config.kafka.min_insync_replicas=2",
 ];
 
 pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
@@ -402,6 +407,19 @@ fn chart_refusals(cx: &CheckContext) -> Result<String> {
             "maxReplicas (2) is below minReplicas (4)",
         ),
         (
+            "a Redis Cluster without seed nodes",
+            with_trial(&["config.redis.mode=cluster"]),
+            "config.redis.mode = cluster needs the Redis Cluster's seed nodes",
+        ),
+        (
+            "more in-sync replicas than copies",
+            with_trial(&[
+                "config.kafka.replication_factor=2",
+                "config.kafka.min_insync_replicas=3",
+            ]),
+            "is above config.kafka.replication_factor (2)",
+        ),
+        (
             "more database connections than the server takes",
             with_trial(&["config.database.max_connections=40"]),
             "database connections",
@@ -478,6 +496,15 @@ fn schema_rejects(cx: &CheckContext) -> Result<String> {
         (
             "networkPolicy.monitoringNamespace=Not_A_Namespace",
             "/networkPolicy/monitoringNamespace",
+        ),
+        ("config.redis.mode=sentinel", "/config/redis/mode"),
+        (
+            "config.redis.nodes[0]=127.0.0.1:17001",
+            "/config/redis/nodes/0",
+        ),
+        (
+            "config.kafka.replication_factor=0",
+            "/config/kafka/replication_factor",
         ),
         (
             "ingress.hosts[0].paths[0].pathType=Anything",

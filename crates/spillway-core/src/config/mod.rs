@@ -319,9 +319,10 @@ mod tests {
     fn a_redis_cluster_is_named_by_its_seed_nodes_as_the_environment_gives_them() {
         use figment::providers::Serialized;
         // What `cargo xtask env --cluster` exports, parsed as the `SPILLWAY_` provider does.
-        let nodes: figment::value::Value = r#"["redis://127.0.0.1:17001","redis://127.0.0.1:17002"]"#
-            .parse()
-            .unwrap();
+        let nodes: figment::value::Value =
+            r#"["redis://127.0.0.1:17001","redis://127.0.0.1:17002"]"#
+                .parse()
+                .unwrap();
         let settings: Settings = Figment::new()
             .merge(Serialized::default("redis.mode", "cluster"))
             .merge(Serialized::default("redis.nodes", nodes))
@@ -334,17 +335,26 @@ mod tests {
         assert_eq!(Settings::default().redis.replicas_to_wait_for(), 0);
     }
 
+    /// A change that spoils one Redis setting.
+    type SpoilRedis = fn(&mut RedisSettings);
+
     #[test]
     fn bad_redis_settings_name_their_key() {
-        let cases: [(&str, fn(&mut RedisSettings)); 5] = [
+        let cases: [(&str, SpoilRedis); 5] = [
             ("`redis.nodes`", |redis| redis.mode = RedisMode::Cluster),
             ("`redis.nodes`", |redis| {
                 redis.mode = RedisMode::Cluster;
                 redis.nodes = vec![Secret::new("127.0.0.1:17001")];
             }),
-            ("`redis.key_prefix`", |redis| redis.key_prefix = "{t1}:".into()),
-            ("`redis.wait_timeout_ms`", |redis| redis.wait_timeout_ms = 1_000),
-            ("`redis.wait_replicas`", |redis| redis.wait_replicas = Some(9)),
+            ("`redis.key_prefix`", |redis| {
+                redis.key_prefix = "{t1}:".into()
+            }),
+            ("`redis.wait_timeout_ms`", |redis| {
+                redis.wait_timeout_ms = 1_000
+            }),
+            ("`redis.wait_replicas`", |redis| {
+                redis.wait_replicas = Some(9)
+            }),
         ];
         for (key, spoil) in cases {
             let mut settings = Settings::default();

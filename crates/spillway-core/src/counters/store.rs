@@ -227,7 +227,8 @@ impl CounterStore {
     }
 
     /// Current values of some counters of one namespace: Redis first, the database for the
-    /// ones Redis does not hold; one never counted is 0.
+    /// ones Redis does not hold; one never counted is 0. On a Redis Cluster the pipeline (one
+    /// HGET per counter, each its own hash tag) is split per slot; plain reads need no order.
     pub async fn read_values(
         &self,
         namespace: &str,
@@ -416,7 +417,10 @@ impl CounterStore {
     /// members, recent event ids, consistent with each other) and one Redis pipeline,
     /// whatever the number. Members and ids are staged, then swapped in by
     /// `counter_load.lua` with the hash, atomically. A counter whose row is corrupt fails
-    /// the whole load with [`CounterSqlError::CorruptRow`] naming it.
+    /// the whole load with [`CounterSqlError::CorruptRow`] naming it. On a Redis Cluster the
+    /// pipeline is split per slot: each counter's calls keep to its hash tag and its order, and
+    /// a load that finds the counter there already changes nothing, so the split is safe to
+    /// send again.
     pub async fn load(
         &self,
         namespace: &str,
@@ -523,7 +527,8 @@ impl CounterStore {
     }
 
     /// Forgets counters (after an epoch change: they may have been loaded into the emptied
-    /// Redis with part of their events).
+    /// Redis with part of their events). On a Redis Cluster the pipeline is split per slot
+    /// (a counter's three keys share its hash tag); each DEL is safe to repeat.
     pub async fn discard(&self, counters: &[(&str, &str)]) -> Result<(), CounterStoreError> {
         let mut pipeline = redis::pipe();
         for (namespace, entity_id) in counters {
@@ -538,7 +543,9 @@ impl CounterStore {
 
     /// Reads the current state of dirty counters from Redis, for a flush. A counter Redis
     /// does not hold any more is [`CounterStoreError::Lost`]: its events since the last flush
-    /// must be read again from Kafka, never flushed without them.
+    /// must be read again from Kafka, never flushed without them. On a Redis Cluster the
+    /// pipeline is split per slot: a counter's HGETALL and SISMEMBERs share its hash tag, so
+    /// they stay together and in order; reads of different counters need no order.
     pub async fn read_for_flush(
         &self,
         counters: &[CounterToFlush<'_>],
