@@ -169,6 +169,17 @@ group_id = "{id}-template-warmup"
         self.rewritten(|toml| toml.replacen("[gateway]\n", &format!("[gateway]\n{line}\n"), 1))
     }
 
+    /// The same deployment with the shipped consumer and pool tuning instead of the tests'
+    /// quicker one (linger 20 ms, flush every 200 ms, 8 database connections): what a
+    /// benchmark against another product should run.
+    pub fn with_shipped_tuning(&self) -> Self {
+        self.rewritten(|toml| {
+            toml.replace("consumer_linger_ms = 20\n", "")
+                .replace("flush_interval_ms = 200\n", "")
+                .replace("max_connections = 8\n", "")
+        })
+    }
+
     /// A copy whose file is this one's, rewritten by `rewrite`.
     fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();

@@ -385,7 +385,8 @@ fn cors_origin(origin: &str) -> Result<(), ConfigError> {
 pub struct CounterSettings {
     pub listen: String,
     pub group_id: String,
-    /// Flush to the database once this many counters are dirty ...
+    /// Flush to the database once this many counters are dirty (a backlog over many keys
+    /// then writes in transactions of this many rows instead of one per batch) ...
     pub flush_max_entities: usize,
     /// ... or this long after the last flush, whichever comes first.
     pub flush_interval_ms: u64,
@@ -396,7 +397,7 @@ impl Default for CounterSettings {
         Self {
             listen: "127.0.0.1:8081".into(),
             group_id: "spillway-counter".into(),
-            flush_max_entities: 1_000,
+            flush_max_entities: 20_000,
             flush_interval_ms: 1_000,
         }
     }
