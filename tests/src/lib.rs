@@ -11,6 +11,7 @@
 //! - [`views`]: the sample views and tables, view reads, queries counted in PostgreSQL's
 //!   statistics, a private Redis with a small `maxmemory`.
 //! - [`s3_proxy`]: S3 with a cloud store's latency, its calls in flight counted, or down.
+//! - [`otlp`]: an OTLP/HTTP trace receiver on loopback, keeping every span it is sent.
 //! - [`chaos`]: the chaos run behind `cargo xtask chaos` (every service killed in turn under
 //!   a mixed load, Redis flushed once, then nothing acknowledged lost or doubled).
 
@@ -20,6 +21,7 @@ pub mod chaos;
 pub mod db;
 pub mod kafka;
 pub mod objects;
+pub mod otlp;
 pub mod process;
 pub mod redis_client;
 pub mod s3_proxy;
