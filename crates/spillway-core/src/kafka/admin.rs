@@ -1,13 +1,17 @@
 //! Topic administration: spillway creates the topics it uses, with the configured partition
 //! counts, replication factor and `min.insync.replicas`, at start. An existing topic is left
 //! as it is (changing its partitions or replicas is an operator's decision: see
-//! docs/operations.md, "Kafka with several brokers").
+//! docs/operations.md, "Scaling out", "Several Kafka brokers"). A topic created here is
+//! waited for until every partition has a leader, so the service's first produce after its
+//! start does not meet a topic the brokers are still setting up (on several brokers with
+//! replication that takes a while, and the gateway's produce deadline is short).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    metadata::MetadataTopic,
     types::RDKafkaErrorCode,
 };
 
@@ -74,13 +78,66 @@ pub async fn ensure_replicated_topics(
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(new_topics.iter(), &options).await?;
+    let mut created = Vec::new();
     for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(topic) => created.push(topic),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(KafkaError::Admin(format!("creating topic {topic}: {code}")));
             }
         }
     }
+    if !created.is_empty() {
+        let bootstrap = bootstrap.to_owned();
+        tokio::task::spawn_blocking(move || wait_for_leaders(&bootstrap, &created))
+            .await
+            .map_err(|error| KafkaError::Admin(format!("waiting for new topics: {error}")))?;
+    }
     Ok(())
+}
+
+/// The longest a service waits at start for the topics it created to have their leaders;
+/// past it the start goes on (a produce then waits for the leader within its own deadline).
+const NEW_TOPIC_PATIENCE: Duration = Duration::from_secs(15);
+const NEW_TOPIC_POLL: Duration = Duration::from_millis(100);
+
+/// Waits (blocking: metadata requests) until every partition of each of `topics` has a
+/// leader, or [`NEW_TOPIC_PATIENCE`] passed.
+fn wait_for_leaders(bootstrap: &str, topics: &[String]) {
+    let made: Result<AdminClient<DefaultClientContext>, _> =
+        base_config(bootstrap, "spillway-admin").create();
+    let Ok(client) = made else {
+        return;
+    };
+    let deadline = Instant::now() + NEW_TOPIC_PATIENCE;
+    let mut waiting: Vec<&String> = topics.iter().collect();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        waiting.retain(|topic| {
+            let metadata = client
+                .inner()
+                .fetch_metadata(Some(topic), NEW_TOPIC_POLL * 10);
+            !matches!(metadata, Ok(metadata) if metadata.topics().iter().all(has_every_leader))
+        });
+        if !waiting.is_empty() {
+            std::thread::sleep(NEW_TOPIC_POLL);
+        }
+    }
+    if !waiting.is_empty() {
+        tracing::warn!(
+            topics = ?waiting,
+            "new topics still without a leader for every partition after {} s; going on",
+            NEW_TOPIC_PATIENCE.as_secs()
+        );
+    }
+}
+
+/// Whether the metadata shows the topic with partitions, each with a leader.
+fn has_every_leader(topic: &MetadataTopic) -> bool {
+    topic.error().is_none()
+        && !topic.partitions().is_empty()
+        && topic
+            .partitions()
+            .iter()
+            .all(|partition| partition.error().is_none() && partition.leader() >= 0)
 }
