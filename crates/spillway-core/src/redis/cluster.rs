@@ -45,7 +45,7 @@ use std::{
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use futures::future::join_all;
 use redis::{
-    Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
     aio::ConnectionLike,
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr},
@@ -114,6 +114,20 @@ pub fn slot_of(command: &Cmd) -> Option<Slot> {
     key_of(command).map(Slot::for_key)
 }
 
+/// Whether a failed call may have left the connection with a stale view of the cluster:
+/// I/O failures and timeouts (a node gone or wedged), redirections and cluster-down
+/// answers that reached us (the client did not follow them), a write or `WAIT` refused by a
+/// node that is a replica now. A script's or command's own error (NOSCRIPT, WRONGTYPE, a
+/// Lua error) leaves it as it was.
+fn leaves_connection_stale(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_cluster_error()
+        || error.is_unrecoverable_error()
+        || error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+        || error.to_string().contains("replica")
+}
+
 /// The commands of `pipeline` grouped by slot, in the order each slot first appears; each
 /// group lists its commands' positions in order. Keyless commands form one group.
 fn group_by_slot(pipeline: &Pipeline) -> Vec<(Option<Slot>, Vec<usize>)> {
@@ -136,7 +150,8 @@ fn group_by_slot(pipeline: &Pipeline) -> Vec<(Option<Slot>, Vec<usize>)> {
 pub struct ClusterConnection {
     inner: redis::cluster_async::ClusterConnection,
     touched: HashSet<Slot>,
-    /// Set when the client's background task is gone (then the pool replaces it).
+    /// Set when a call failed in a way that can leave the connection stale, or ran past its
+    /// deadline (then the pool replaces it: [`ClusterConnection::discard`]).
     broken: Arc<AtomicBool>,
 }
 
@@ -167,13 +182,23 @@ impl ClusterConnection {
         }
     }
 
+    /// Marks the connection for replacement when `outcome` failed in a way that may leave
+    /// its slot map or its node connections stale (see [`leaves_connection_stale`]).
     fn note_failure<T>(&self, outcome: &RedisResult<T>) {
         if let Err(error) = outcome
-            && error.kind() == ErrorKind::Io
-            && error.to_string().contains("Unable to send command")
+            && leaves_connection_stale(error)
         {
-            self.broken.store(true, Ordering::Relaxed);
+            self.discard();
         }
+    }
+
+    /// Has the pool replace this connection instead of handing it out again: a call on it
+    /// ran past its deadline, or failed on the cluster's topology. After a master was killed
+    /// and its replica promoted, a connection that kept its old view could time out on every
+    /// call for minutes (seen on the local cluster: one counter's partitions stuck); a new one
+    /// reads the slots afresh.
+    pub fn discard(&self) {
+        self.broken.store(true, Ordering::Relaxed);
     }
 
     /// `WAIT replicas timeout` on the master of every slot touched since the last call of
@@ -201,8 +226,11 @@ impl ClusterConnection {
         let mut fewest = u32::MAX;
         for reply in join_all(waits).await {
             // A node that is no longer the slot's master answers with an error, as it should.
-            let confirmed: u32 = redis::from_redis_value(reply?.extract_error()?)?;
-            fewest = fewest.min(confirmed);
+            let confirmed = reply
+                .and_then(|value| value.extract_error())
+                .and_then(|value| redis::from_redis_value::<u32>(value).map_err(Into::into));
+            self.note_failure(&confirmed);
+            fewest = fewest.min(confirmed?);
         }
         Ok(Some(fewest))
     }
@@ -354,7 +382,7 @@ impl managed::Manager for ClusterManager {
     ) -> RecycleResult<RedisError> {
         if connection.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message(
-                "the cluster client's background task is gone",
+                "the cluster connection failed in a way that can leave it stale; replaced",
             ));
         }
         connection.forget_touched();

@@ -103,6 +103,15 @@ pub enum RedisConnection {
 }
 
 impl RedisConnection {
+    /// On a cluster: has the pool replace this connection (a call on it ran past its
+    /// deadline, so it may be wedged on a node that is gone: [`ClusterConnection::discard`]).
+    /// A single Redis's connection is checked by its pool as it is.
+    fn discard(&self) {
+        if let Self::Cluster(connection) = self {
+            connection.discard();
+        }
+    }
+
     /// `WAIT` for what this connection wrote (on a cluster: on the master of every slot it
     /// touched); the fewest replicas that confirmed, `None` when it touched nothing.
     async fn wait_for_replicas(
@@ -244,12 +253,13 @@ impl RedisClient {
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, async {
+        let outcome = with_timeout(self.timeout, async {
             let value = command.query_async(&mut connection).await?;
             self.confirm_replicated(&mut connection).await?;
             Ok::<T, RedisError>(value)
         })
-        .await
+        .await;
+        discard_after_timeout(&connection, outcome)
     }
 
     /// One pipeline, within the deadline (split per slot on a cluster, so it must be safe to
@@ -259,12 +269,13 @@ impl RedisClient {
         pipeline: &redis::Pipeline,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, async {
+        let outcome = with_timeout(self.timeout, async {
             let value = pipeline.query_async(&mut connection).await?;
             self.confirm_replicated(&mut connection).await?;
             Ok::<T, RedisError>(value)
         })
-        .await
+        .await;
+        discard_after_timeout(&connection, outcome)
     }
 
     /// A pipeline of `EVALSHA` calls of `scripts`, loading them when Redis lost them
@@ -275,12 +286,13 @@ impl RedisClient {
         scripts: &[&redis::Script],
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, async {
+        let outcome = with_timeout(self.timeout, async {
             let value = query_with_scripts(&mut connection, pipeline, scripts).await?;
             self.confirm_replicated(&mut connection).await?;
             Ok::<T, RedisError>(value)
         })
-        .await
+        .await;
+        discard_after_timeout(&connection, outcome)
     }
 
     /// One script call (loaded when Redis lost it), within the deadline.
@@ -289,12 +301,13 @@ impl RedisClient {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        with_timeout(self.timeout, async {
+        let outcome = with_timeout(self.timeout, async {
             let value = invocation.invoke_async(&mut connection).await?;
             self.confirm_replicated(&mut connection).await?;
             Ok::<T, RedisError>(value)
         })
-        .await
+        .await;
+        discard_after_timeout(&connection, outcome)
     }
 
     /// Every key matching `pattern`: `SCAN` in steps, each within the deadline; on a
@@ -348,6 +361,18 @@ impl RedisClient {
             .map(drop)
             .map_err(|error| error.to_string())
     }
+}
+
+/// A call's outcome; a connection whose call ran past the deadline is not handed out again
+/// (on a cluster).
+fn discard_after_timeout<T>(
+    connection: &RedisConnection,
+    outcome: Result<T, RedisError>,
+) -> Result<T, RedisError> {
+    if let Err(RedisError::Timeout(_)) = &outcome {
+        connection.discard();
+    }
+    outcome
 }
 
 /// Runs a Redis future under a deadline, so a hung Redis cannot hang a request.
