@@ -78,11 +78,12 @@ fn get(target: &Target, timeout: Duration) -> Result<u16> {
     let mut stream = TcpStream::connect_timeout(&address, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    // One write: `write!` would send each piece in its own segment.
+    let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: spillway-admin\r\nConnection: close\r\n\r\n",
         target.path, target.host, target.port
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut answer = Vec::new();
     stream.take(MAX_ANSWER_BYTES).read_to_end(&mut answer)?;
     status_code(&answer)
@@ -149,8 +150,16 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request);
+            // Read the whole request first: closing with unread bytes would reset the
+            // connection before the client read the answer.
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
             let _ = write!(stream, "{status_line}\r\nContent-Length: 0\r\n\r\n");
         });
         format!("http://127.0.0.1:{port}/healthz")
