@@ -28,6 +28,9 @@ use uuid::Uuid;
 use super::config::TemplatesSettings;
 use super::{CopiedObject, CopyRecord, copy_folder};
 
+/// S3's longest object key, in bytes of UTF-8.
+const S3_MAX_KEY_BYTES: usize = 1_024;
+
 /// What a copy source may keep unescaped (`/` separates the bucket and the key's folders).
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
@@ -269,11 +272,15 @@ impl S3Copier {
         }
     }
 
-    /// The keys among `keys` that do not exist in the bucket.
+    /// The keys among `keys` that do not exist in the bucket: S3 answers 404, or 400 for a
+    /// name it refuses (which it cannot hold); a key over S3's 1,024 bytes is not asked for.
     pub async fn missing(&self, keys: &[String]) -> Result<Vec<String>, CopyError> {
         let heads: Vec<_> = keys
             .iter()
             .map(|key| async move {
+                if key.len() > S3_MAX_KEY_BYTES {
+                    return Ok(Some(key.clone()));
+                }
                 let head = self
                     .call(
                         self.client
@@ -288,7 +295,7 @@ impl S3Copier {
                     Err(error)
                         if error
                             .raw_response()
-                            .is_some_and(|r| r.status().as_u16() == 404) =>
+                            .is_some_and(|r| matches!(r.status().as_u16(), 400 | 404)) =>
                     {
                         Ok(Some(key.clone()))
                     }
