@@ -32,7 +32,7 @@ pub fn build(paths: &Paths) -> Result<PathBuf> {
     Ok(target_dir(paths)?.join("debug"))
 }
 
-fn target_dir(paths: &Paths) -> Result<PathBuf> {
+pub fn target_dir(paths: &Paths) -> Result<PathBuf> {
     let metadata = process::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["metadata", "--format-version", "1", "--no-deps"])
