@@ -24,7 +24,7 @@ pub struct DependencyStatus {
     name: String,
     up: bool,
     /// Why it is down.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = false)]
     error: Option<String>,
 }
 
@@ -34,7 +34,7 @@ pub struct Ready {
     #[schema(pattern = "^ready$")]
     status: String,
     /// With `?verbose`: every dependency, each up.
-    #[schema(value_type = Vec<DependencyStatus>)]
+    #[schema(value_type = Vec<DependencyStatus>, required = false)]
     dependencies: Option<Vec<DependencyStatus>>,
 }
 

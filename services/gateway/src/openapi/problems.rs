@@ -30,13 +30,13 @@ pub struct Problem {
     /// What was wrong and what to send instead.
     detail: String,
     /// The input at fault (a body field, a path or query parameter, a header, a column).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = false)]
     field: Option<String>,
     /// The dependency that is down (503): `kafka`, `redis`, `database` or `s3`.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = false)]
     dependency: Option<String>,
     /// The request's id, when the deadline passed.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = false)]
     request_id: Option<String>,
 }
 

@@ -98,7 +98,7 @@ pub struct IncrementResult {
     /// published or counted again. Absent after a retry it cannot vouch for (it publishes
     /// the same event id, which counts once).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = bool)]
+    #[schema(value_type = bool, required = false)]
     pub replayed: Option<bool>,
 }
 
@@ -111,7 +111,7 @@ pub struct Counter {
     pub value: i64,
     /// Whether the caller is counted: only for a distinct namespace when a token is sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = bool)]
+    #[schema(value_type = bool, required = false)]
     pub member: Option<bool>,
 }
 

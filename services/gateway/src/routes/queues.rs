@@ -72,11 +72,11 @@ pub struct QueueToken {
     /// Active only: an HS256 JWT (`sub`, `queue`, `exp`) for the protected backend to verify
     /// offline.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = false)]
     pub admission: Option<String>,
     /// Active only: when the session ends (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, required = false)]
     pub session_expires_at: Option<String>,
 }
 

@@ -71,11 +71,11 @@ pub struct WriteAccepted {
     /// already holds this member's write of this id: nothing was published, and `row` is the
     /// one it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = bool)]
+    #[schema(value_type = bool, required = false)]
     pub replayed: Option<bool>,
     /// The row held (with `replayed` only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     pub row: Option<Value>,
 }
 
