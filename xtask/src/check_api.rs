@@ -9,7 +9,10 @@
 //!   member with the `templates:write` scope, seeded and bounded (`xtask/schemathesis.toml`).
 //!   It starts what `cargo xtask up` starts when it is not running (the stack, the sample
 //!   schema, the four services) and stops what it started, by pid. Before schemathesis, it
-//!   checks that docs/openapi.yaml is the generated document and that the gateway serves it.
+//!   checks that docs/openapi.yaml is the generated document and that the gateway serves it,
+//!   and puts the source objects registrations name into the bucket (the document's example
+//!   registration and the `template-sources` dictionary of the settings), so that some
+//!   registrations succeed and the links from them reach real templates.
 
 use std::{
     io::{Read, Write},
@@ -22,7 +25,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{paths::Paths, process, services, stack, token, topology::Topology};
+use crate::{env, paths::Paths, process, services, stack, token, topology::Topology};
 
 /// The schemathesis release the check runs (pinned: a new one may add checks).
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -33,6 +36,10 @@ const GATEWAY: &str = "127.0.0.1:8080";
 const RUN_TIMEOUT: Duration = Duration::from_secs(8 * 60);
 /// The member schemathesis calls as.
 const MEMBER: &str = "schemathesis";
+/// Where the registration's example sits in the document.
+const REGISTRATION_EXAMPLE: &str = "/paths/~1v1~1templates~1{template_id}/put/requestBody/content/application~1json/example/objects";
+/// The settings' dictionary of source keys schemathesis draws registrations' objects from.
+const SOURCES_DICTIONARY: &str = "template-sources";
 
 /// `cargo xtask openapi [--check]`.
 pub fn openapi(paths: &Paths, check: bool) -> Result<ExitCode> {
@@ -122,12 +129,59 @@ fn run_started(paths: &Paths, st: &Path, started: &mut Started) -> Result<bool> 
     if openapi(paths, true)? != ExitCode::SUCCESS {
         return Ok(false);
     }
-    served_is_generated(paths)?;
+    let served = served_is_generated(paths)?;
+    put_sources(paths, &binaries, &sample_sources(paths, &served)?)?;
     schemathesis(paths, st)
 }
 
-/// The gateway on :8080 serves the document of the sample configuration.
-fn served_is_generated(paths: &Paths) -> Result<()> {
+/// The source keys registrations will name: the document's example registration's and the
+/// settings' dictionary's.
+fn sample_sources(paths: &Paths, document: &serde_json::Value) -> Result<Vec<String>> {
+    let strings = |value: Option<&serde_json::Value>| -> Vec<String> {
+        value
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| key.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut keys = strings(document.pointer(REGISTRATION_EXAMPLE));
+    ensure!(!keys.is_empty(), "the document has no example registration");
+    let settings: toml::Value = toml::from_str(&std::fs::read_to_string(
+        paths.repo.join("xtask/schemathesis.toml"),
+    )?)?;
+    let dictionary = settings
+        .get("dictionaries")
+        .and_then(|dictionaries| dictionaries.get(SOURCES_DICTIONARY))
+        .and_then(|dictionary| dictionary.get("values"))
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|key| key.as_str().map(str::to_owned));
+    for key in dictionary {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// `spillway-demo sources KEY...`: the objects put into the configured bucket.
+fn put_sources(paths: &Paths, binaries: &Path, keys: &[String]) -> Result<()> {
+    let status = Command::new(binaries.join("spillway-demo"))
+        .arg("sources")
+        .args(keys)
+        .current_dir(&paths.repo)
+        .envs(env::variables(paths, Topology::SINGLE))
+        .status()
+        .context("spillway-demo sources")?;
+    ensure!(status.success(), "putting the sample sources failed");
+    println!("put {} source objects into the bucket", keys.len());
+    Ok(())
+}
+
+/// The gateway on :8080 serves the document of the sample configuration; returns it.
+fn served_is_generated(paths: &Paths) -> Result<serde_json::Value> {
     let served: serde_json::Value = serde_json::from_str(&http_get(GATEWAY, "/openapi.json")?)
         .context("GET /openapi.json is not JSON")?;
     let generated: serde_json::Value = serde_json::from_str(&generated_document(paths, "--json")?)?;
@@ -137,7 +191,7 @@ fn served_is_generated(paths: &Paths) -> Result<()> {
          this tree's gateway, started with the sample configuration?"
     );
     println!("GET /openapi.json is the generated document");
-    Ok(())
+    Ok(served)
 }
 
 /// schemathesis against the served document; true when it found nothing.

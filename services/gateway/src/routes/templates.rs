@@ -273,11 +273,26 @@ async fn request_refill(state: &AppState, template: &Template, reason: &str, req
     tag = "templates",
     operation_id = "register_template",
     params(TemplatePath),
-    request_body = Registering,
+    request_body(
+        content = Registering,
+        description = "The sources, which must be in the bucket already (the example's are the ones `cargo xtask check-api` uploads), and the pool's size.",
+        example = json!({
+            "objects": ["templates/welcome-kit/image-00.png", "templates/welcome-kit/image-01.png"],
+            "pool_capacity": 2
+        })
+    ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Updated (or unchanged).", body = TemplateBody),
-        (status = 201, description = "Created.", body = TemplateBody),
+        (status = 200, description = "Updated (or unchanged).", body = TemplateBody, links(
+            ("ReadTemplate" = (operation_id = "read_template", parameters(("template_id" = "$request.path.template_id")), description = "Read the template back.")),
+            ("ReadPool" = (operation_id = "read_pool", parameters(("template_id" = "$request.path.template_id")), description = "How many copies its pool holds.")),
+            ("TakeCopy" = (operation_id = "take_copy", parameters(("template_id" = "$request.path.template_id")), description = "Take a copy of its objects.")),
+        )),
+        (status = 201, description = "Created.", body = TemplateBody, links(
+            ("ReadTemplate" = (operation_id = "read_template", parameters(("template_id" = "$request.path.template_id")), description = "Read the template back.")),
+            ("ReadPool" = (operation_id = "read_pool", parameters(("template_id" = "$request.path.template_id")), description = "How many copies its pool holds.")),
+            ("TakeCopy" = (operation_id = "take_copy", parameters(("template_id" = "$request.path.template_id")), description = "Take a copy of its objects.")),
+        )),
         (status = 400, description = "The template id or the body is refused (`field` names it: `template_id`, `objects`, `pool_capacity`).", body = problems::Problem, content_type = "application/problem+json"),
         (status = 401, response = problems::Unauthorized),
         (status = 403, description = "The token lacks the scope `templates:write`.", body = problems::Problem, content_type = "application/problem+json"),
