@@ -276,8 +276,8 @@ impl S3Copier {
     }
 
     /// The keys among `keys` that do not exist in the bucket, in their order: S3 answers 404,
-    /// or 400 for a name it refuses (which it cannot hold); a key over S3's 1,024 bytes is not
-    /// asked for. The HEADs run concurrently, as many at once as the service-wide bound allows.
+    /// or 400 for a name it refuses (which it cannot hold); a key S3 or its SDK cannot take
+    /// ([`can_be_asked_for`]) is not asked for. The HEADs run concurrently, as many at once as the service-wide bound allows.
     pub async fn missing(&self, keys: &[String]) -> Result<Vec<String>, CopyError> {
         let heads = keys.iter().enumerate().map(|(position, key)| async move {
             let missing = self.is_missing(key).await?;
@@ -296,7 +296,7 @@ impl S3Copier {
 
     /// Whether one key is absent from the bucket (one HEAD).
     async fn is_missing(&self, key: &str) -> Result<bool, CopyError> {
-        if key.len() > S3_MAX_KEY_BYTES {
+        if !can_be_asked_for(key) {
             return Ok(true);
         }
         let head = self
@@ -322,6 +322,12 @@ impl S3Copier {
     }
 }
 
+/// Whether a key can be asked for at all: S3 holds at most 1,024 bytes, and the SDK refuses
+/// to send a key of whitespace alone (it builds no request for it).
+fn can_be_asked_for(key: &str) -> bool {
+    key.len() <= S3_MAX_KEY_BYTES && !key.trim().is_empty()
+}
+
 /// Counts one call in flight on a gauge for as long as it lives.
 struct InFlight<'a>(&'a IntGauge);
 
@@ -335,5 +341,20 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_s3_or_its_sdk_cannot_take_are_not_asked_for() {
+        assert!(can_be_asked_for("templates/logo.png"));
+        assert!(can_be_asked_for(" padded "));
+        assert!(can_be_asked_for(&"é".repeat(512)));
+        assert!(!can_be_asked_for(&"é".repeat(513)));
+        assert!(!can_be_asked_for(" "));
+        assert!(!can_be_asked_for("\u{3000}\u{a0}"));
     }
 }
