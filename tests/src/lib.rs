@@ -11,6 +11,7 @@
 //! - [`views`]: the sample views and tables, view reads, queries counted in PostgreSQL's
 //!   statistics, a private Redis with a small `maxmemory`.
 //! - [`s3_proxy`]: S3 with a cloud store's latency, its calls in flight counted, or down.
+//! - [`otlp`]: an OTLP/HTTP trace receiver on loopback, keeping every span it is sent.
 //! - [`chaos`]: the chaos run behind `cargo xtask chaos` (every service killed in turn under
 //!   a mixed load, Redis flushed once, then nothing acknowledged lost or doubled).
 
@@ -20,6 +21,7 @@ pub mod chaos;
 pub mod db;
 pub mod kafka;
 pub mod objects;
+pub mod otlp;
 pub mod process;
 pub mod redis_client;
 pub mod s3_proxy;
@@ -165,6 +167,17 @@ group_id = "{id}-template-warmup"
     /// (the generated file has one already, so `extra_toml` cannot add it).
     pub fn with_gateway_line(&self, line: &str) -> Self {
         self.rewritten(|toml| toml.replacen("[gateway]\n", &format!("[gateway]\n{line}\n"), 1))
+    }
+
+    /// The same deployment with the shipped consumer and pool tuning instead of the tests'
+    /// quicker one (linger 20 ms, flush every 200 ms, 8 database connections): what a
+    /// benchmark against another product should run.
+    pub fn with_shipped_tuning(&self) -> Self {
+        self.rewritten(|toml| {
+            toml.replace("consumer_linger_ms = 20\n", "")
+                .replace("flush_interval_ms = 200\n", "")
+                .replace("max_connections = 8\n", "")
+        })
     }
 
     /// A copy whose file is this one's, rewritten by `rewrite`.

@@ -217,6 +217,17 @@ fn chaos(paths: &Paths, args: &[&str]) -> Result<ExitCode> {
 fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
     let topology = Topology::from_env()?;
     stack::up(paths, topology)?;
+    // Benchmarks that run services as processes of their own use the release binaries.
+    let built = cargo()
+        .args(["build", "--release", "--bins"])
+        .args(["-p", "gateway", "-p", "counter", "-p", "batch-writer"])
+        .args(["-p", "template-warmup"])
+        .current_dir(&paths.repo)
+        .status()?;
+    anyhow::ensure!(
+        built.success(),
+        "building the release service binaries failed"
+    );
     let status = cargo()
         .args([
             "run",

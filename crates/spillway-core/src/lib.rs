@@ -5,7 +5,9 @@
 //!   start; it only aggregates the sections, over the leaves [`check`] (the shared checks and
 //!   `ConfigError`), [`secret`] (and the published sample secrets, refused outside the local
 //!   stack) and [`read_rule`] (who may read a sink or a view).
-//! - [`telemetry`]: `tracing` logs, pretty on a terminal and JSON otherwise.
+//! - [`telemetry`]: `tracing` logs, pretty on a terminal and JSON otherwise, and traces over
+//!   OTLP when `[telemetry] otlp_endpoint` is set (the W3C `traceparent` of Kafka records in
+//!   [`telemetry::context`]).
 //! - [`service`]: the start-up and run loop every service shares (the schema check, the one
 //!   start-up line), with [`http`] (the ops endpoints, problem+json), [`readiness`] (the
 //!   dependency checks behind `/readyz?verbose` and their monitor), [`metrics`] (the

@@ -24,6 +24,10 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 /// The Kafka header carrying the gateway's request id.
 pub const REQUEST_ID_HEADER: &str = "request-id";
+/// The W3C trace context of the span that produced a record (only while traces are exported):
+/// `00-<trace id>-<span id>-<flags>`, and the trace's vendor state when it has one.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub const TRACESTATE_HEADER: &str = "tracestate";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

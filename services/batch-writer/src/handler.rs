@@ -30,9 +30,12 @@ use spillway_core::{
     wire::{WriteEvent, WriteOperation},
 };
 
+use tracing::Instrument;
+
 use crate::{
     reduce::{Change, reduce},
     refresh::ViewRefresher,
+    spans,
 };
 
 /// The batch-writer's metrics, labelled by sink.
@@ -321,8 +324,11 @@ impl SinkHandler {
                 .push((*index, change.clone()));
         }
         let writes: Vec<_> = by_partition
-            .values()
-            .map(|part| Box::pin(self.write_bisecting(part)))
+            .iter()
+            .map(|(partition, part)| {
+                let span = spans::transaction(&self.name, *partition, part.len());
+                Box::pin(self.write_bisecting(part).instrument(span))
+            })
             .collect();
         let written: Vec<(Vec<Rejection>, Vec<String>)> = futures::stream::iter(writes)
             .buffer_unordered(self.write_concurrency)
@@ -352,6 +358,7 @@ impl BatchHandler for SinkHandler {
             }
         }
         let changes = reduce(writes, self.sink.on_conflict);
+        let spans = spans::writes(&self.name, batch);
         let started = Instant::now();
         let (refused, changed) = self
             .write_by_partition(batch, &changes)
@@ -387,6 +394,7 @@ impl BatchHandler for SinkHandler {
             .expect("committed lock")
             .extend(newest_per_id(batch));
         rejections.extend(refused);
+        spans::record_outcomes(&spans, &rejections);
         Ok(rejections)
     }
 

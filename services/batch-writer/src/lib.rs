@@ -8,12 +8,15 @@
 //!   bisect to find rows the database refuses (they go to the DLQ), then, once the consumer
 //!   stored the offsets, clear the pending markers in Redis.
 //! - [`refresh`]: after a commit, the cached views that depend on the sink are refreshed.
+//! - [`spans`]: a span per partition's transaction and, while traces are exported, one per
+//!   sampled record, continuing the trace of the request that wrote it.
 //! - [`tables`]: the sink tables, checked at start (`spillway-admin migrate` creates the owned
 //!   ones).
 
 pub mod handler;
 pub mod reduce;
 pub mod refresh;
+pub mod spans;
 pub mod tables;
 
 use std::sync::Arc;

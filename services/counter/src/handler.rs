@@ -33,7 +33,9 @@ use spillway_core::{
     wire::{CounterEvent, CounterOperation},
 };
 
-use crate::metrics::CounterMetrics;
+use tracing::{Instrument, Span};
+
+use crate::{metrics::CounterMetrics, spans};
 
 /// When to flush: enough dirty counters, or enough time.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +151,8 @@ pub struct CounterHandler {
     /// applies of them (a batch in flight) is not its to flush; their new owner replays it.
     revoked: Mutex<HashSet<i32>>,
     last_cleanup: Mutex<Instant>,
+    /// The traces the next flush continues.
+    traces: spans::FlushTraces,
 }
 
 fn unix_seconds(event: &CounterEvent) -> Option<f64> {
@@ -178,6 +182,7 @@ impl CounterHandler {
             dirty: Mutex::new(Dirty::default()),
             revoked: Mutex::new(HashSet::new()),
             last_cleanup: Mutex::new(Instant::now()),
+            traces: spans::FlushTraces::default(),
         }
     }
 
@@ -493,7 +498,17 @@ impl BatchHandler for CounterHandler {
     ) -> Result<Vec<Rejection>, HandlerError> {
         let mut rejections = Vec::new();
         let counters = self.group(batch, &mut rejections);
+        let spans: Vec<Span> = if spans::wanted() {
+            counters
+                .iter()
+                .map(|c| spans::apply(&c.batch, &c.deliveries))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outcomes = self.apply(&counters).await?;
+        spans::record_outcomes(&spans, &outcomes);
+        self.traces.remember(batch);
         faults::point(faults::COUNTER_AFTER_APPLY);
         self.mark_dirty(&counters, &outcomes);
         rejections.extend(Self::corrupt_rejections(&counters, &outcomes));
@@ -505,8 +520,14 @@ impl BatchHandler for CounterHandler {
         if snapshot.entity_count() == 0 {
             return Ok(());
         }
-        let outcome = self.flush_snapshot(&snapshot).await;
+        let (span, traces) = self.traces.flush_span(snapshot.entity_count());
+        let outcome = self
+            .flush_snapshot(&snapshot)
+            .instrument(span.clone())
+            .await;
         if outcome.is_err() {
+            span.record("otel.status_code", "ERROR");
+            self.traces.restore(traces);
             self.dirty.lock().expect("dirty lock").merge(snapshot);
         }
         self.metrics
@@ -519,6 +540,7 @@ impl BatchHandler for CounterHandler {
     }
 
     fn on_revoke(&self, revoked: &[(String, i32)]) {
+        self.traces.forget_partitions(revoked);
         let mut dirty = self.dirty.lock().expect("dirty lock");
         let mut lost = self.revoked.lock().expect("revoked lock");
         for (_, partition) in revoked {

@@ -6,12 +6,15 @@
 //!   (the epoch), applies each event with one Lua script, loads counters Redis lost from the
 //!   database, marks what changed as dirty, and flushes the dirty counters to PostgreSQL in
 //!   one transaction, after which the consumer stores the offsets.
+//! - [`spans`]: the spans of each counter's apply and of each flush, continuing the traces of
+//!   the records (their `traceparent`) while traces are exported.
 //!
 //! The Redis and SQL of counters live in `spillway_core::counters` (the store shared with
 //! the gateway).
 
 pub mod handler;
 mod metrics;
+pub mod spans;
 
 use std::sync::Arc;
 

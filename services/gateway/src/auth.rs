@@ -63,7 +63,7 @@ fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> String {
         ErrorKind::ExpiredSignature => "the token has expired (`exp`); sign a new one".into(),
         ErrorKind::ImmatureSignature => "the token is not valid yet (`nbf`)".into(),
         ErrorKind::InvalidSignature => {
-            "the token's signature does not verify: sign it (HS256) with this deployment's              JWT secret"
+            "the token's signature does not verify: sign it (HS256) with this deployment's JWT secret"
                 .into()
         }
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve() -> anyhow::Result<()> {
     let _faults = spillway_core::faults::enable_from_env();
     let settings = Settings::load()?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init_service(&settings, "gateway")?;
     let application = gateway::Application::build(settings).await?;
     application.run_until_stopped(shutdown::on_signals()).await
 }

@@ -1,6 +1,8 @@
 //! What wraps every gateway request: a request id (taken from `X-Request-Id` or made), the
-//! request deadline (a 503 instead of a hang), the request metrics, and the warning of a
-//! failed request (its id, route pattern and status).
+//! request's span (`http.request`: route pattern, method, status, request id; a child of the
+//! client's `traceparent` while traces are exported), the request deadline (a 503 instead of a
+//! hang), the request metrics, and the warning of a failed request (its id, route pattern and
+//! status).
 //!
 //! Nothing a client sends can add a metric series: the route is the matched pattern or
 //! `unmatched`, never the raw path; the method is one of [`METHODS`] or `other`; the status
@@ -20,7 +22,12 @@ use actix_web::{
     web,
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
-use spillway_core::metrics::Metrics;
+use spillway_core::{
+    metrics::Metrics,
+    telemetry::{self, TraceParent, context},
+    wire,
+};
+use tracing::{Instrument, Span};
 
 use crate::error::ApiError;
 
@@ -107,6 +114,55 @@ fn request_id(request: &ServiceRequest) -> String {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
+/// The probes and the scrape have no span: a trace per Prometheus scrape is noise.
+const UNTRACED_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The client's W3C trace context (`traceparent` header), while traces are exported.
+fn client_trace(request: &ServiceRequest) -> Option<TraceParent> {
+    if !telemetry::exporting() {
+        return None;
+    }
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    TraceParent::parse(
+        header(wire::TRACEPARENT_HEADER)?,
+        header(wire::TRACESTATE_HEADER),
+    )
+}
+
+/// The span of one request; its status is recorded by [`record_status`].
+fn request_span(request: &ServiceRequest, route: &str, method: &str, request_id: &str) -> Span {
+    if UNTRACED_ROUTES.contains(&route) {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+    );
+    if let Some(parent) = client_trace(request) {
+        context::follow(&span, [&parent]);
+    }
+    span
+}
+
+/// The answer's status on the request's span; a server error marks the span as failed.
+fn record_status(span: &Span, status: StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// Logs a failed request with its id, route pattern, method and status: a warning for a
 /// server error (with the error's own words, which the caller never sees), debug for a
 /// refused request (the caller's fault, answered in problem+json).
@@ -148,11 +204,16 @@ pub async fn observe(
     let method = method_label(request.method());
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
+    let span = request_span(&request, &route, method, &id);
     let started = Instant::now();
     let deadline = observer.deadline_for(method, &route);
-    let mut response = match tokio::time::timeout(deadline, next.call(request)).await {
+    let handled = next.call(request).instrument(span.clone());
+    let outcome = tokio::time::timeout(deadline, handled).await;
+    let _entered = span.enter();
+    let mut response = match outcome {
         Ok(outcome) => outcome?.map_into_boxed_body(),
         Err(_) => {
+            record_status(&span, StatusCode::SERVICE_UNAVAILABLE);
             // The request was moved into the handler; answer through the error path.
             observer
                 .requests
@@ -175,6 +236,7 @@ pub async fn observe(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     let status = response.status();
+    record_status(&span, status);
     if status.is_client_error() || status.is_server_error() {
         warn_failed(&response, &id, &route, method, status);
     }

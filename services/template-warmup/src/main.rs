@@ -6,7 +6,7 @@ use spillway_core::{config::Settings, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let _faults = spillway_core::faults::enable_from_env();
     let settings = Settings::load()?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init_service(&settings, "template-warmup")?;
     let application = template_warmup::Application::build(settings).await?;
     application.run_until_stopped(shutdown::on_signals()).await
 }

@@ -5,18 +5,24 @@
 //! Requests are keyed by template, so one template's refills run in one partition, one batch
 //! at a time: never twice at once. S3 being unavailable retries the batch after a backoff;
 //! S3 refusing a template's objects (a source deleted) is logged and skipped.
+//!
+//! Each refill runs in a `template.refill` span (the template, how many requests it answers,
+//! how many copies it made), a child of the trace of the first sampled request and linked to
+//! the others' while traces are exported.
 
-use std::{collections::BTreeSet, time::Instant};
+use std::{collections::BTreeMap, time::Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use spillway_core::{
     kafka::consumer::{BatchHandler, Delivery, HandlerError, Rejection},
+    telemetry::context,
     templates::{
         CopyError, CopyMaker, CopyOrigin, CopyState, LifecycleError, Pooled, Template, store,
     },
     wire::WarmupRequest,
 };
+use tracing::{Instrument, Span, field::Empty};
 
 use crate::metrics::WarmupMetrics;
 
@@ -54,6 +60,7 @@ impl RefillHandler {
             return Ok(());
         };
         let missing = self.missing(&template).await?;
+        Span::current().record("copies", missing);
         let copies: Vec<_> = (0..missing).map(|_| self.make_one(&template)).collect();
         let outcomes: Vec<Result<(), LifecycleError>> = futures::stream::iter(copies)
             .buffer_unordered(self.copies_at_once)
@@ -97,6 +104,19 @@ impl RefillHandler {
     }
 }
 
+/// The span of one template's refill, continuing the traces of the requests it answers.
+fn refill_span(template_id: &str, requests: &[&Delivery<WarmupRequest>]) -> Span {
+    let span = tracing::info_span!(
+        "template.refill",
+        template_id,
+        requests = requests.len(),
+        copies = Empty,
+        otel.status_code = Empty,
+    );
+    context::follow(&span, requests.iter().filter_map(|d| d.sampled_trace()));
+    span
+}
+
 /// Whether a failure is worth retrying the batch for.
 fn retryable(error: &LifecycleError) -> bool {
     !matches!(error, LifecycleError::Copy(CopyError::Refused(_)))
@@ -110,15 +130,24 @@ impl BatchHandler for RefillHandler {
         &self,
         batch: &[Delivery<WarmupRequest>],
     ) -> Result<Vec<Rejection>, HandlerError> {
-        let templates: BTreeSet<String> = batch
-            .iter()
-            .map(|delivery| delivery.message.template_id.clone())
-            .collect();
+        let mut templates: BTreeMap<String, Vec<&Delivery<WarmupRequest>>> = BTreeMap::new();
+        for delivery in batch {
+            templates
+                .entry(delivery.message.template_id.clone())
+                .or_default()
+                .push(delivery);
+        }
         let refills: Vec<_> = templates
             .into_iter()
-            .map(|template_id| async move {
-                let outcome = self.refill(&template_id).await;
-                (template_id, outcome)
+            .map(|(template_id, requests)| {
+                let span = refill_span(&template_id, &requests);
+                async move {
+                    let outcome = self.refill(&template_id).instrument(span.clone()).await;
+                    if outcome.is_err() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    (template_id, outcome)
+                }
             })
             .collect();
         let outcomes: Vec<(String, Result<(), LifecycleError>)> = futures::stream::iter(refills)

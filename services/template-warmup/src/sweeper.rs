@@ -9,6 +9,8 @@
 //! 5. finishes deletions that were interrupted,
 //! 6. asks for a refill when the pool is short.
 //!
+//! Each pass runs in a `template.sweep` span, so its refill requests continue its trace.
+//!
 //! Every step is safe to repeat and to run in several instances at once: pool changes are
 //! atomic scripts and state changes are conditional updates.
 
@@ -23,6 +25,7 @@ use spillway_core::{
     },
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::metrics::WarmupMetrics;
@@ -45,7 +48,8 @@ impl Sweeper {
     /// Sweeps at start and then every interval, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            if let Err(error) = self.sweep_all().await {
+            let pass = tracing::info_span!("template.sweep");
+            if let Err(error) = self.sweep_all().instrument(pass).await {
                 tracing::warn!(%error, "sweep failed; retried at the next interval");
             }
             tokio::select! {

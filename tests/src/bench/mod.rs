@@ -3,6 +3,7 @@
 //! noted, a table printed and the JSON written to `target/bench/<name>-<unix time>.json`.
 
 pub mod counters;
+pub mod cpu;
 pub mod peers;
 pub mod queues;
 pub mod stack;

@@ -20,7 +20,7 @@
 //! once ([`jvm`]); the CPU each case used is read from `/proc` ([`cpu`]).
 
 mod connect;
-mod cpu;
+
 mod jvm;
 mod streams;
 mod workload;
@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use self::{
-    cpu::{CpuMeter, CpuSplit},
-    workload::{CounterWorkload, KeyDistribution},
-};
+use self::workload::{CounterWorkload, KeyDistribution};
+use super::cpu::{CpuMeter, CpuSplit};
 use super::{Comparison, Report};
 use crate::{TestConfig, db, spawn_batch_writer, spawn_counter};
 
@@ -128,7 +126,8 @@ async fn counters(
     let config = TestConfig::new(&format!(
         "[namespaces.{}]\nkind = \"sum\"\n",
         workload.namespace
-    ));
+    ))
+    .with_shipped_tuning();
     let records = workload.records();
     let keys_used = records
         .iter()
@@ -221,7 +220,7 @@ async fn writes(
     artifacts: &jvm::Artifacts,
     row_count: usize,
 ) -> anyhow::Result<()> {
-    let config = TestConfig::new(&sink_toml());
+    let config = TestConfig::new(&sink_toml()).with_shipped_tuning();
     let database = db::connect(&config).await;
     let topic = config.settings().kafka.writes_topic(SINK);
     let rows = workload::rows(row_count);

@@ -8,6 +8,12 @@ use spillway_tests::bench;
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().cloned().unwrap_or_default();
+    if name == "naive-likes-server" {
+        // The naive handler of `counters`, run as a process of its own (see there).
+        let (schema, port) = (args.get(1).cloned().unwrap_or_default(), args.get(2));
+        let port = port.and_then(|p| p.parse().ok()).unwrap_or(0);
+        return bench::counters::serve_naive(&schema, port).await;
+    }
     let report = match name.as_str() {
         "stack" => bench::stack::run().await?,
         "counters" => bench::counters::run().await?,

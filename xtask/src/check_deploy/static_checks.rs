@@ -86,7 +86,7 @@ impl CheckContext<'_> {
 
 /// The options the default values leave off, all on (with trial values), so that their
 /// manifests are rendered and validated too.
-const EVERY_OPTION: [&str; 14] = [
+const EVERY_OPTION: [&str; 15] = [
     "services.gateway.autoscaling.enabled=true",
     "ingress.enabled=true",
     "ingress.className=nginx",
@@ -101,7 +101,12 @@ const EVERY_OPTION: [&str; 14] = [
     "services.counter.topologySpreadConstraints[0].maxSkew=1",
     "services.counter.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
     "services.counter.databaseMaxConnections=2",
+    "config.telemetry.otlp_endpoint=http://jaeger-collector.observability:4318",
 ];
+
+/// A sample ratio for the "every option on" rendering, through `--set-json` (`--set` would
+/// make `0.25` a string).
+const SAMPLE_RATIO_FOR_CHECK: &str = "config.telemetry.sample_ratio=0.25";
 
 pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
     let scratch = paths.state.join("check-deploy");
@@ -152,6 +157,7 @@ pub fn run(paths: &Paths, tools: &Tools, report: &mut Report) -> Result<()> {
     report.check("values.schema.json rejects forbidden values", || {
         schema_rejects(&cx)
     });
+    report.check("tracing values in spillway.toml", || telemetry_values(&cx));
     report.check("PrometheusRule of the chart (promtool check rules)", || {
         prometheus_rule(&cx)
     });
@@ -253,6 +259,7 @@ fn every_option_args() -> Vec<&'static str> {
         .iter()
         .flat_map(|value| ["--set", value])
         .chain(["--set", ADMISSION_SECRET_FOR_CHECK])
+        .chain(["--set-json", SAMPLE_RATIO_FOR_CHECK])
         .collect()
 }
 
@@ -417,14 +424,19 @@ fn chart_refusals(cx: &CheckContext) -> Result<String> {
     Ok(format!("{} unsafe values refused, each named", cases.len()))
 }
 
-/// The rendered spillway.toml is TOML, with integers (not floats) and the pods' listen
-/// addresses.
+/// The one key of spillway.toml that is a fraction, not an integer.
+const FLOAT_KEYS: [&str; 1] = [".telemetry.sample_ratio"];
+
+/// The rendered spillway.toml is TOML, with integers (not floats, but for the sample ratio),
+/// the pods' listen addresses and a `[telemetry]` spillway reads: an endpoint that is empty
+/// (off, the default) or an http(s) URL, a ratio between 0 and 1.
 fn check_config(config_map: &Value) -> Result<()> {
     let text = config_map["data"]["spillway.toml"]
         .as_str()
         .context("ConfigMap without spillway.toml")?;
     let table: toml::Table = toml::from_str(text).context("spillway.toml is not TOML")?;
     no_floats("", &toml::Value::Table(table.clone()))?;
+    check_telemetry(&table)?;
     for (section, port) in [
         ("gateway", 8080),
         ("counter", 8081),
@@ -443,8 +455,78 @@ fn check_config(config_map: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The `[telemetry]` section of a rendered spillway.toml, when the values have one.
+fn check_telemetry(table: &toml::Table) -> Result<()> {
+    let Some(telemetry) = table.get("telemetry") else {
+        return Ok(());
+    };
+    let endpoint = telemetry
+        .get("otlp_endpoint")
+        .map(|value| {
+            value
+                .as_str()
+                .context("telemetry.otlp_endpoint is not a string")
+        })
+        .transpose()?
+        .unwrap_or_default();
+    ensure!(
+        endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+        "telemetry.otlp_endpoint is `{endpoint}`"
+    );
+    if let Some(ratio) = telemetry.get("sample_ratio") {
+        let ratio = ratio
+            .as_float()
+            .or_else(|| ratio.as_integer().map(|n| n as f64))
+            .context("telemetry.sample_ratio is not a number")?;
+        ensure!(
+            (0.0..=1.0).contains(&ratio),
+            "telemetry.sample_ratio is {ratio}"
+        );
+    }
+    Ok(())
+}
+
+/// The tracing values reach spillway.toml: off by default, the endpoint and the ratio as set.
+fn telemetry_values(cx: &CheckContext) -> Result<String> {
+    let telemetry_of = |args: &[&str]| -> Result<toml::Value> {
+        let yaml = cx.render_trial(args)?;
+        let documents = cx.documents(&yaml)?;
+        let config_map = documents
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["data"]["spillway.toml"].is_string())
+            .context("no ConfigMap with spillway.toml")?;
+        let text = config_map["data"]["spillway.toml"]
+            .as_str()
+            .unwrap_or_default();
+        let table: toml::Table = toml::from_str(text)?;
+        table
+            .get("telemetry")
+            .cloned()
+            .context("spillway.toml has no [telemetry]")
+    };
+    let default = telemetry_of(&[])?;
+    ensure!(
+        default.get("otlp_endpoint").and_then(toml::Value::as_str) == Some(""),
+        "tracing is not off by default: {default}"
+    );
+    let endpoint = "http://tempo.observability:4318";
+    let set = telemetry_of(&[
+        "--set",
+        &format!("config.telemetry.otlp_endpoint={endpoint}"),
+        "--set-json",
+        "config.telemetry.sample_ratio=0.1",
+    ])?;
+    ensure!(
+        set.get("otlp_endpoint").and_then(toml::Value::as_str) == Some(endpoint)
+            && set.get("sample_ratio").and_then(toml::Value::as_float) == Some(0.1),
+        "the tracing values did not reach spillway.toml: {set}"
+    );
+    Ok("off by default; endpoint and sample ratio rendered as set".into())
+}
+
 fn no_floats(key: &str, value: &toml::Value) -> Result<()> {
     match value {
+        toml::Value::Float(_) if FLOAT_KEYS.contains(&key) => Ok(()),
         toml::Value::Float(number) => bail!("spillway.toml: {key} = {number} is a float"),
         toml::Value::Table(table) => table
             .iter()
@@ -482,6 +564,14 @@ fn schema_rejects(cx: &CheckContext) -> Result<String> {
         (
             "ingress.hosts[0].paths[0].pathType=Anything",
             "/ingress/hosts/0/paths/0/pathType",
+        ),
+        (
+            "config.telemetry.otlp_endpoint=jaeger:4318",
+            "/config/telemetry/otlp_endpoint",
+        ),
+        (
+            "config.telemetry.sample_ratio=2",
+            "/config/telemetry/sample_ratio",
         ),
     ];
     for (value, pointer) in forbidden {

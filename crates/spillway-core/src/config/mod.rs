@@ -29,7 +29,8 @@ pub use crate::{
 };
 pub use sections::{
     BatchWriterSettings, CounterSettings, DatabaseSettings, GatewaySettings, KafkaSettings,
-    LogFormat, LogSettings, RedisSettings, S3Settings, TemplateWarmupSettings, TopicSettings,
+    LogFormat, LogSettings, RedisSettings, S3Settings, TelemetrySettings, TemplateWarmupSettings,
+    TopicSettings,
 };
 
 use crate::{
@@ -56,6 +57,8 @@ pub struct Settings {
     #[serde(deserialize_with = "crate::check::flag")]
     pub local_stack: bool,
     pub log: LogSettings,
+    /// Traces over OTLP (off unless `otlp_endpoint` is set).
+    pub telemetry: TelemetrySettings,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
@@ -129,6 +132,7 @@ impl Settings {
     /// Checks what serde cannot: each section checks itself, then the rules that cross
     /// sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.telemetry.validate()?;
         self.kafka.validate()?;
         self.redis.validate()?;
         self.database.validate()?;
@@ -228,6 +232,35 @@ mod tests {
         settings.kafka.produce_timeout_ms = settings.gateway.request_deadline_ms;
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("kafka.produce_timeout_ms"), "{error}");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_a_bad_value_names_its_key() {
+        let settings = Settings::default();
+        assert!(!settings.telemetry.exports());
+        let mut bad_ratio = Settings::default();
+        bad_ratio.telemetry.sample_ratio = 1.5;
+        let error = bad_ratio.validate().unwrap_err().to_string();
+        assert!(error.contains("telemetry.sample_ratio"), "{error}");
+        let mut bad_endpoint = Settings::default();
+        bad_endpoint.telemetry.otlp_endpoint = "jaeger:4318".into();
+        let error = bad_endpoint.validate().unwrap_err().to_string();
+        assert!(error.contains("telemetry.otlp_endpoint"), "{error}");
+    }
+
+    #[test]
+    fn a_whole_sample_ratio_is_read_as_a_ratio() {
+        // The Helm chart writes 1.0 as 1.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("telemetry.toml");
+        std::fs::write(
+            &path,
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 1\n",
+        )
+        .unwrap();
+        let settings = Settings::load_file(&path).unwrap();
+        assert_eq!(settings.telemetry.sample_ratio, 1.0);
+        assert!(settings.telemetry.exports());
     }
 
     #[test]

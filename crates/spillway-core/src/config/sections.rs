@@ -38,6 +38,76 @@ impl Default for LogSettings {
     }
 }
 
+/// `[telemetry]`: traces exported over OTLP/HTTP (protobuf). Off while `otlp_endpoint` is
+/// empty (the default): then no exporter, thread or connection exists, and no record carries
+/// a `traceparent` header.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP base URL (`http://jaeger:4318`); spans go to
+    /// `<otlp_endpoint>/v1/traces`. Empty: no traces are exported.
+    pub otlp_endpoint: String,
+    /// The `service.name` of the spans; `{service}` stands for the service (`gateway`,
+    /// `counter`, ...), so one file serves all four.
+    pub service_name: String,
+    /// The share of new traces kept (0 to 1); a span whose parent came with a trace context
+    /// (a `traceparent` header, a Kafka record's) follows its parent's decision.
+    pub sample_ratio: f64,
+}
+
+/// What `{service}` in `telemetry.service_name` stands for.
+pub const SERVICE_PLACEHOLDER: &str = "{service}";
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: format!("spillway-{SERVICE_PLACEHOLDER}"),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// Whether traces are exported.
+    pub fn exports(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+
+    /// The `service.name` of `service`'s spans.
+    pub fn service_name_of(&self, service: &str) -> String {
+        self.service_name.replace(SERVICE_PLACEHOLDER, service)
+    }
+
+    /// Where spans are sent: the base URL with the OTLP traces path.
+    pub fn traces_url(&self) -> String {
+        let base = self.otlp_endpoint.trim().trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.exports() {
+            url_scheme(
+                "telemetry.otlp_endpoint",
+                self.otlp_endpoint.trim(),
+                &["http", "https"],
+            )?;
+        }
+        non_empty("telemetry.service_name", &self.service_name)?;
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(crate::check::invalid(
+                "telemetry.sample_ratio",
+                format!("{} must be between 0 and 1", self.sample_ratio),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A topic and the partition count it is created with.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TopicSettings {
@@ -315,7 +385,8 @@ fn cors_origin(origin: &str) -> Result<(), ConfigError> {
 pub struct CounterSettings {
     pub listen: String,
     pub group_id: String,
-    /// Flush to the database once this many counters are dirty ...
+    /// Flush to the database once this many counters are dirty (a backlog over many keys
+    /// then writes in transactions of this many rows instead of one per batch) ...
     pub flush_max_entities: usize,
     /// ... or this long after the last flush, whichever comes first.
     pub flush_interval_ms: u64,
@@ -326,7 +397,7 @@ impl Default for CounterSettings {
         Self {
             listen: "127.0.0.1:8081".into(),
             group_id: "spillway-counter".into(),
-            flush_max_entities: 1_000,
+            flush_max_entities: 20_000,
             flush_interval_ms: 1_000,
         }
     }

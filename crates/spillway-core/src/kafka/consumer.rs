@@ -8,6 +8,11 @@
 //! partitions are paused. On a partition revoke the stored offsets are committed synchronously
 //! and buffered messages of revoked partitions are dropped (their new owner replays them); on
 //! shutdown the loop finishes its batch, flushes, stores and commits synchronously.
+//!
+//! Each batch is handled in a `kafka.batch` span (topic, partitions, size). While traces are
+//! exported, each record's W3C `traceparent` header is read into [`Delivery::trace_parent`]:
+//! the batch span links to the sampled ones, and a handler makes its span for a message (or a
+//! counter, a template) their child.
 
 use std::{
     collections::HashMap,
@@ -25,11 +30,13 @@ use rdkafka::{
     message::{Headers, OwnedMessage},
 };
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use super::{KafkaError, base_config, dlq};
 use crate::{
     faults,
     metrics::Metrics,
+    telemetry::{self, TraceParent, context},
     wire::{self, WireMessage},
 };
 
@@ -74,7 +81,20 @@ pub struct Delivery<T> {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub request_id: String,
+    /// The trace context the record was produced in (its `traceparent` header); read only
+    /// while this process exports traces.
+    pub trace_parent: Option<TraceParent>,
     pub message: T,
+}
+
+impl<T> Delivery<T> {
+    /// The record's trace context when its trace is recorded: the parent (or a link) of the
+    /// spans that apply it.
+    pub fn sampled_trace(&self) -> Option<&TraceParent> {
+        self.trace_parent
+            .as_ref()
+            .filter(|parent| parent.is_sampled())
+    }
 }
 
 /// A message of a batch the handler refuses for good (it goes to the DLQ).
@@ -418,6 +438,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                         key: message.key().map(<[u8]>::to_vec),
                         request_id: header(message, wire::REQUEST_ID_HEADER)
                             .unwrap_or_else(|| decoded.request_id().to_owned()),
+                        trace_parent: trace_parent(message),
                         message: decoded,
                     });
                     sources.push(message);
@@ -432,11 +453,14 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         if !deliveries.is_empty() {
             let topic = deliveries[0].topic.clone();
             let started = Instant::now();
+            let span = self.batch_span(&deliveries);
             let rejections = self
                 .retry(&topic, carried, shutdown, || {
                     self.handler.handle(&deliveries)
                 })
+                .instrument(span.clone())
                 .await?;
+            span.record("rejected", rejections.len());
             self.metrics
                 .batch_duration
                 .with_label_values(&[&topic])
@@ -465,6 +489,24 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 .inc();
         }
         Ok(())
+    }
+
+    /// The span of one batch, linked to its records' traces.
+    fn batch_span(&self, deliveries: &[Delivery<H::Message>]) -> Span {
+        let topic = deliveries[0].topic.as_str();
+        let span = tracing::info_span!(
+            "kafka.batch",
+            otel.name = %format!("process {topic}"),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = topic,
+            messaging.destination.partition.id = %batch_partitions(deliveries),
+            messaging.batch.message_count = deliveries.len(),
+            messaging.consumer.group.name = %self.settings.group_id,
+            rejected = tracing::field::Empty,
+        );
+        context::link(&span, deliveries.iter().filter_map(Delivery::sampled_trace));
+        span
     }
 
     async fn dead_letter(
@@ -699,6 +741,36 @@ fn drop_stale(
     pending
         .0
         .retain(|(topic, partition), _| !is_revoked(revoked, topic, *partition));
+}
+
+/// The partitions of a batch, in order: `0,2,3`.
+fn batch_partitions<T>(deliveries: &[Delivery<T>]) -> String {
+    let partitions: std::collections::BTreeSet<i32> = deliveries
+        .iter()
+        .map(|delivery| delivery.partition)
+        .collect();
+    let listed: Vec<String> = partitions.iter().map(i32::to_string).collect();
+    listed.join(",")
+}
+
+/// A record's W3C trace context, while this process exports traces (nothing is read
+/// otherwise); headers are compared in place, without copies.
+fn trace_parent(message: &impl Message) -> Option<TraceParent> {
+    if !telemetry::exporting() {
+        return None;
+    }
+    let headers = message.headers()?;
+    let (mut traceparent, mut tracestate) = (None, None);
+    for header in headers.iter() {
+        if header.key.eq_ignore_ascii_case(wire::TRACEPARENT_HEADER) {
+            traceparent = header.value;
+        } else if header.key.eq_ignore_ascii_case(wire::TRACESTATE_HEADER) {
+            tracestate = header.value;
+        }
+    }
+    let traceparent = std::str::from_utf8(traceparent?).ok()?;
+    let tracestate = tracestate.and_then(|value| std::str::from_utf8(value).ok());
+    TraceParent::parse(traceparent, tracestate)
 }
 
 /// A header's value as text.

@@ -4,6 +4,11 @@
 //! Its librdkafka log lines go through `tracing` ([`ProducerLog`]), where the one known to be
 //! harmless at start is not a warning: the first attempts to get a producer id while the
 //! broker's transaction coordinator is still loading (`GETPID ... retrying`).
+//!
+//! While traces are exported, [`EventProducer::publish`] (the one place spillway's messages are
+//! produced) sends each record in a `kafka.publish` span, a child of the caller's (the
+//! gateway's request), and writes that span's W3C `traceparent` into the record's headers, so
+//! the consumer's span continues the trace. Otherwise it adds neither span nor header.
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +20,13 @@ use rdkafka::{
     util::Timeout,
 };
 
+use tracing::{Instrument, Span};
+
 use super::{KafkaError, base_config};
-use crate::wire::{self, WireMessage};
+use crate::{
+    telemetry::{self, context},
+    wire::{self, WireMessage},
+};
 
 /// How long a stopping service waits for its queued records to be delivered.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,6 +71,24 @@ impl ClientContext for ProducerLog {
             Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
         }
     }
+}
+
+/// The span of one publish while traces are exported (none otherwise: the caller's span, if
+/// any, is all a log line needs).
+fn publish_span(topic: &str, request_id: &str) -> Span {
+    if !telemetry::exporting() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "kafka.publish",
+        otel.name = %format!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        request_id,
+    )
 }
 
 /// Where the broker stored a record.
@@ -124,7 +152,8 @@ impl EventProducer {
     }
 
     /// Publishes one spillway message (protobuf, with its `content-type` and `request-id`
-    /// headers, then `extra_headers`) and waits until the broker acknowledged it.
+    /// headers, the W3C trace context while traces are exported, then `extra_headers`) and
+    /// waits until the broker acknowledged it.
     pub async fn publish<M: WireMessage>(
         &self,
         topic: &str,
@@ -132,12 +161,27 @@ impl EventProducer {
         message: &M,
         extra_headers: &[(&str, &str)],
     ) -> Result<Delivered, KafkaError> {
-        let mut headers = Vec::with_capacity(2 + extra_headers.len());
+        let span = publish_span(topic, message.request_id());
+        let trace = context::headers_of(&span);
+        let mut headers = Vec::with_capacity(4 + extra_headers.len());
         headers.push((wire::CONTENT_TYPE_HEADER, wire::PROTOBUF_CONTENT_TYPE));
         headers.push((wire::REQUEST_ID_HEADER, message.request_id()));
+        if let Some(trace) = &trace {
+            headers.push((wire::TRACEPARENT_HEADER, trace.traceparent.as_str()));
+            if let Some(state) = &trace.tracestate {
+                headers.push((wire::TRACESTATE_HEADER, state.as_str()));
+            }
+        }
         headers.extend_from_slice(extra_headers);
-        self.send(topic, key, &wire::encode(message), &headers)
-            .await
+        let delivered = self
+            .send(topic, key, &wire::encode(message), &headers)
+            .instrument(span.clone())
+            .await;
+        if let Ok(delivered) = &delivered {
+            span.record("messaging.destination.partition.id", delivered.partition);
+            span.record("messaging.kafka.offset", delivered.offset);
+        }
+        delivered
     }
 
     /// Whether the broker answers a metadata request (readiness).

@@ -11,9 +11,9 @@ use sea_orm::DatabaseConnection;
 
 use super::{
     Drain, Progress, RowsTarget,
-    cpu::CpuMeter,
     jvm::{Artifacts, JavaProcess},
 };
+use crate::bench::cpu::CpuMeter;
 use crate::stack::Stack;
 
 const MAIN_CLASS: &str = "org.apache.kafka.connect.cli.ConnectStandalone";

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use crate::bench::cpu::CpuMeter;
+
 use super::{
     Drain, Progress,
-    cpu::CpuMeter,
     jvm::{Artifacts, JavaProcess},
     workload,
 };

@@ -1,5 +1,5 @@
-//! Where the CPU went during one case, read from `/proc`: the consumer's process (the JVM
-//! peer, or this bench process for spillway, which runs the services in-process), the Kafka
+//! Where the CPU went during one case, read from `/proc`: the processes under test (a JVM
+//! peer, this bench process when it runs the services in-process, or service processes), the Kafka
 //! broker, Redis, PostgreSQL (every `postgres` process: the server and all its backends,
 //! other clients' included) and the rest of the box (whatever else runs on it).
 
@@ -19,6 +19,8 @@ pub struct CpuSplit {
     pub redis_cores: f64,
     pub postgres_cores: f64,
     pub rest_cores: f64,
+    /// How long the case was measured.
+    pub wall_seconds: f64,
 }
 
 impl CpuSplit {
@@ -43,9 +45,10 @@ impl std::fmt::Display for CpuSplit {
 }
 
 /// The processes one figure adds up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Group {
-    Consumer(u32),
+    /// The processes under test (the consumer, or the services of a case).
+    Consumer(Vec<u32>),
     /// The local stack's broker: the JVM whose command line runs `kafka.Kafka`.
     Broker,
     Redis,
@@ -53,9 +56,9 @@ enum Group {
 }
 
 impl Group {
-    fn contains(self, process: &Process) -> bool {
+    fn contains(&self, process: &Process) -> bool {
         match self {
-            Group::Consumer(pid) => process.pid == pid,
+            Group::Consumer(pids) => pids.contains(&process.pid),
             Group::Broker => process.args.iter().any(|arg| arg == "kafka.Kafka"),
             Group::Redis => process.name == "redis-server",
             Group::Postgres => process.name == "postgres",
@@ -76,9 +79,14 @@ pub struct CpuMeter {
 
 impl CpuMeter {
     pub fn start(consumer_pid: u32) -> Self {
+        Self::start_for(vec![consumer_pid])
+    }
+
+    /// A meter whose "consumer" is the sum of `pids` (the services of a case).
+    pub fn start_for(pids: Vec<u32>) -> Self {
         Self {
             groups: [
-                Group::Consumer(consumer_pid),
+                Group::Consumer(pids),
                 Group::Broker,
                 Group::Redis,
                 Group::Postgres,
@@ -107,6 +115,7 @@ impl CpuMeter {
             redis_cores: cores(used[2]),
             postgres_cores: cores(used[3]),
             rest_cores: cores((whole - used.iter().sum::<f64>()).max(0.0)),
+            wall_seconds: wall,
         }
     }
 }
@@ -175,7 +184,7 @@ mod tests {
     fn this_process_is_read_and_counted_as_the_consumer() {
         let me = read_process(std::process::id()).expect("/proc/self");
         assert!(me.cpu_seconds >= 0.0);
-        assert!(Group::Consumer(std::process::id()).contains(&me));
+        assert!(Group::Consumer(vec![std::process::id()]).contains(&me));
         let meter = CpuMeter::start(std::process::id());
         let spin = Instant::now();
         while spin.elapsed().as_millis() < 300 {
