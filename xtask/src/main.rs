@@ -217,27 +217,11 @@ fn chaos(paths: &Paths, args: &[&str]) -> Result<ExitCode> {
 fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
     let topology = Topology::from_env()?;
     stack::up(paths, topology)?;
-    // Benchmarks that run services as processes of their own use the release binaries.
-    let built = cargo()
-        .args(["build", "--release", "--bins"])
-        .args(["-p", "gateway", "-p", "counter", "-p", "batch-writer"])
-        .args(["-p", "template-warmup"])
-        .current_dir(&paths.repo)
-        .status()?;
-    anyhow::ensure!(
-        built.success(),
-        "building the release service binaries failed"
-    );
-    let status = cargo()
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "spillway-tests",
-            "--bin",
-            "spillway-bench",
-            "--",
-        ])
+    // One release build of the services (benchmarks run them as processes of their own)
+    // and the bench binary: two cargo calls with different package sets would unify the
+    // features differently and rebuild spillway-core and its dependents each time.
+    let binaries = services::build_release_with_bench(paths)?;
+    let status = Command::new(binaries.join("spillway-bench"))
         .arg(name)
         .args(extra)
         .current_dir(&paths.repo)

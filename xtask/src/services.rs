@@ -32,6 +32,20 @@ pub fn build(paths: &Paths) -> Result<PathBuf> {
     Ok(target_dir(paths)?.join("debug"))
 }
 
+/// `cargo build --release` of the four services and the benchmark harness in one call;
+/// the directory that holds the binaries.
+pub fn build_release_with_bench(paths: &Paths) -> Result<PathBuf> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--bins"])
+        .args(["-p", "gateway", "-p", "counter", "-p", "batch-writer"])
+        .args(["-p", "template-warmup", "-p", "spillway-tests"])
+        .current_dir(&paths.repo)
+        .status()?;
+    anyhow::ensure!(status.success(), "the release build failed");
+    Ok(target_dir(paths)?.join("release"))
+}
+
+/// The directory cargo builds into (`CARGO_TARGET_DIR` when set).
 pub fn target_dir(paths: &Paths) -> Result<PathBuf> {
     let metadata = process::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
