@@ -11,10 +11,13 @@
 //! - `bench <name>`: a benchmark against the running stack (`spillway-bench`).
 //! - `check-deploy [--live]`: the Helm chart, alerts, dashboards, Compose file and Dockerfile
 //!   checked by the real tools ([`check_deploy`]).
+//! - `openapi [--check]`: docs/openapi.yaml written (or checked) from the gateway's generated
+//!   document; `check-api`: schemathesis against the running gateway ([`check_api`]).
 //!
 //! `up`, `stack up|stop|status`, `env` and `test` take the topology flags of [`topology`]
 //! (`--redis-cluster`, `--kafka-brokers 3`, `--cluster`) before any other argument.
 
+mod check_api;
 mod check_deploy;
 mod demo;
 mod env;
@@ -53,6 +56,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                            to take over and name it
   check-deploy             check the Helm chart, alert rules, dashboards, Compose file, Dockerfile
   check-deploy --live      run every dashboard and alert query against a Prometheus scraping the stack
+  openapi [--check]        write docs/openapi.yaml, the gateway's document of config/spillway.toml
+                           (--check: fail when the file differs)
+  check-api                schemathesis against the gateway's served document (starts what is
+                           missing, stops what it started)
 topology (default: one node each, or what SPILLWAY_TEST_REDIS_CLUSTER / SPILLWAY_TEST_KAFKA_BROKERS name):
   --redis-cluster          add a 3-master, 3-replica Redis Cluster on 17001-17006
   --kafka-brokers 3        three Kafka brokers on 29092, 29192, 29292 instead of one
@@ -98,6 +105,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
         ["chaos", rest @ ..] => chaos(&paths, rest),
         ["check-deploy"] => check_deploy::run(&paths, false),
         ["check-deploy", "--live"] => check_deploy::run(&paths, true),
+        ["openapi"] => check_api::openapi(&paths, false),
+        ["openapi", "--check"] => check_api::openapi(&paths, true),
+        ["check-api"] => check_api::run(&paths),
         ["stack", command, rest @ ..] => {
             stack_command(&paths, command, rest)?;
             Ok(ExitCode::SUCCESS)
@@ -129,7 +139,9 @@ fn up(paths: &Paths, topology: Topology) -> Result<ExitCode> {
     let binaries = services::build(paths)?;
     services::start(paths, &binaries, topology)?;
     demo::run(paths, topology)?;
-    println!("\nspillway is up. Gateway http://127.0.0.1:8080 (API: docs/openapi.yaml);");
+    println!(
+        "\nspillway is up. Gateway http://127.0.0.1:8080 (API: /openapi.json, shown at /docs);"
+    );
     println!("ops endpoints /healthz /readyz /metrics on :8080-8083. Client environment:");
     env::print_exports(paths, topology);
     println!("Stop everything with `cargo xtask down`.");

@@ -45,7 +45,8 @@ pub fn build_release_with_bench(paths: &Paths) -> Result<PathBuf> {
     Ok(target_dir(paths)?.join("release"))
 }
 
-fn target_dir(paths: &Paths) -> Result<PathBuf> {
+/// The directory cargo builds into (`CARGO_TARGET_DIR` when set).
+pub fn target_dir(paths: &Paths) -> Result<PathBuf> {
     let metadata = process::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["metadata", "--format-version", "1", "--no-deps"])

@@ -128,6 +128,19 @@ impl NameRule {
                 .all(|c| c.is_ascii_alphanumeric() || self.extra.contains(c))
     }
 
+    /// The rule as an anchored regular expression (ECMA-262, for JSON Schema's `pattern`):
+    /// `^[A-Za-z0-9._-]{1,64}$`.
+    pub fn pattern(&self) -> String {
+        format!("^{}{{1,{}}}$", self.class(), self.max_len)
+    }
+
+    /// The characters of a name as a regular expression class: `[A-Za-z0-9._-]`.
+    pub fn class(&self) -> String {
+        // `-` last, so that it is a character and not a range.
+        let (dash, others): (String, String) = self.extra.chars().partition(|c| *c == '-');
+        format!("[A-Za-z0-9{others}{dash}]")
+    }
+
     /// "a sink name is 1-64 of [A-Za-z0-9_-]".
     pub fn describe(&self) -> String {
         format!(
@@ -149,6 +162,22 @@ impl NameRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_rule_is_its_pattern() {
+        let rule = NameRule {
+            what: "an entity id",
+            max_len: 128,
+            extra: "._:-",
+        };
+        assert_eq!(rule.pattern(), "^[A-Za-z0-9._:-]{1,128}$");
+        let rule = NameRule {
+            what: "x",
+            max_len: 8,
+            extra: "-_",
+        };
+        assert_eq!(rule.pattern(), "^[A-Za-z0-9_-]{1,8}$");
+    }
 
     #[test]
     fn schema_names_are_checked() {

@@ -1,6 +1,7 @@
 //! HTTP pieces every service shares: the ops endpoints (`/healthz`, `/readyz`,
-//! `/readyz?verbose`, `/metrics`), problem+json (RFC 9457) responses, and a server runner
-//! that stops on the shutdown token.
+//! `/readyz?verbose`, `/metrics`), problem+json (RFC 9457) responses, [`resource`] (a path's
+//! methods, any other answered 405 with `Allow`), and a server runner that stops on the
+//! shutdown token.
 //!
 //! `/readyz` is 200 as soon as the ops server answers (start-up done, listener up), whatever
 //! the dependencies do; `/readyz?verbose` checks each dependency and is 503 naming those that
@@ -9,8 +10,8 @@
 use std::{net::TcpListener, time::Duration};
 
 use actix_web::{
-    App, HttpResponse, HttpServer, ResponseError,
-    http::{StatusCode, header},
+    App, HttpRequest, HttpResponse, HttpServer, Resource, ResponseError, Route, guard,
+    http::{Method, StatusCode, header},
     web,
 };
 use serde::Serialize;
@@ -117,14 +118,73 @@ impl OpsState {
     }
 }
 
+/// What answers a method a resource does not have: the request and the `Allow` value.
+pub type Refusal = fn(&HttpRequest, &str) -> HttpResponse;
+
+/// One path and its methods, each with its handler (`web::to(handler)`, no method guard);
+/// a GET route answers HEAD too. Any other method is answered by `refuse` (a 405 whose
+/// `Allow` names these methods, RFC 9110), not by the app's 404: the path exists.
+pub fn resource<const N: usize>(
+    path: &str,
+    routes: [(Method, Route); N],
+    refuse: Refusal,
+) -> Resource {
+    let allow = allowed_methods(routes.iter().map(|(method, _)| method));
+    let resource = routes
+        .into_iter()
+        .fold(web::resource(path), |resource, (method, route)| {
+            let route = if method == Method::GET {
+                route.guard(guard::Any(guard::Get()).or(guard::Head()))
+            } else {
+                route.method(method)
+            };
+            resource.route(route)
+        });
+    resource.default_service(web::to(move |request: HttpRequest| {
+        let response = refuse(&request, &allow);
+        async move { response }
+    }))
+}
+
+/// The `Allow` value of a resource's methods: in their order, HEAD right after GET.
+fn allowed_methods<'a>(methods: impl Iterator<Item = &'a Method>) -> String {
+    let mut allow = Vec::new();
+    for method in methods {
+        allow.push(method.as_str());
+        if *method == Method::GET {
+            allow.push(Method::HEAD.as_str());
+        }
+    }
+    allow.join(", ")
+}
+
+/// The ops endpoints' 405: problem+json with `Allow`.
+pub fn method_not_allowed(request: &HttpRequest, allow: &str) -> HttpResponse {
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!(
+            "{} is not a method of {}; it answers {allow}",
+            request.method(),
+            request.path()
+        ),
+    )
+    .to_response();
+    if let Ok(value) = header::HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
 /// Adds `/healthz`, `/readyz` and `/metrics` to an app.
 pub fn configure_ops(state: OpsState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
+        let get = |path, route| resource(path, [(Method::GET, route)], method_not_allowed);
         config
             .app_data(web::Data::new(state))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics));
+            .service(get("/healthz", web::to(healthz)))
+            .service(get("/readyz", web::to(readyz)))
+            .service(get("/metrics", web::to(metrics)));
     }
 }
 
@@ -216,6 +276,37 @@ pub async fn run_until_cancelled(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_names_head_beside_get() {
+        let methods = [Method::PUT, Method::GET, Method::DELETE];
+        assert_eq!(allowed_methods(methods.iter()), "PUT, GET, HEAD, DELETE");
+    }
+
+    #[actix_web::test]
+    async fn another_method_is_a_405_naming_the_allowed_ones() {
+        use actix_web::test;
+        let app = test::init_service(App::new().service(resource(
+            "/healthz",
+            [(Method::GET, web::to(healthz))],
+            method_not_allowed,
+        )))
+        .await;
+        let request = test::TestRequest::with_uri("/healthz")
+            .method(Method::TRACE)
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers().get(header::ALLOW).unwrap(), "GET, HEAD");
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        let request = test::TestRequest::with_uri("/healthz")
+            .method(Method::HEAD)
+            .to_request();
+        assert_eq!(test::call_service(&app, request).await.status(), 200);
+    }
 
     #[test]
     fn verbose_is_asked_for_with_or_without_a_value() {

@@ -1,6 +1,10 @@
 //! The JSON bodies of calls, read so that every refusal is in the API's words: a body that
 //! is not JSON, or not sent as JSON, is refused by [`crate::routes`]' JSON configuration; a
 //! body of the wrong shape by [`Json`], naming the field (`field`) and what to send instead.
+//!
+//! A JSON number is a number, however it is spelled: `1000000.0` and `1e6` are the integer
+//! a field of type `integer` asks for (JSON Schema's `integer` is any number whose fraction
+//! is zero), so [`Json`] reads them as integers.
 
 use std::{future::Future, pin::Pin};
 
@@ -33,7 +37,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let value = web::Json::<serde_json::Value>::from_request(request, payload);
         Box::pin(async move {
-            let value = value.await?.into_inner();
+            let mut value = value.await?.into_inner();
+            whole_numbers_as_integers(&mut value);
             if !value.is_object() {
                 // serde would read an array into a struct's fields, in order.
                 return Err(ApiError::BadJson(
@@ -46,6 +51,31 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 .map_err(|error| refusal(&error).into())
         })
     }
+}
+
+/// Every number in `value` whose fraction is zero (`1000000.0`, `1e6`) made an integer, when
+/// it fits one; serde refuses a float where the field is an integer.
+pub fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) => {
+            if let Some(integer) = number.as_f64().and_then(whole_integer)
+                && number.is_f64()
+            {
+                *number = integer.into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
+/// `number` as an integer when its fraction is zero and it fits an `i64` exactly.
+pub fn whole_integer(number: f64) -> Option<i64> {
+    // 2^63 is the first float past i64::MAX; below it every whole float converts exactly.
+    const I64_END: f64 = 9_223_372_036_854_775_808.0;
+    (number.fract() == 0.0 && (-I64_END..I64_END).contains(&number)).then_some(number as i64)
 }
 
 /// The field a shape error is about and what to send instead.
@@ -162,6 +192,20 @@ mod tests {
             detail.contains("send only `delta` or `objects`"),
             "{detail}"
         );
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_however_they_are_spelled() {
+        let mut value: serde_json::Value = serde_json::from_str(
+            r#"{"a": 1000000.0, "b": [1e3, 1.5], "c": {"d": -0.0}, "e": 1e300}"#,
+        )
+        .unwrap();
+        whole_numbers_as_integers(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"a": 1_000_000, "b": [1000, 1.5], "c": {"d": 0}, "e": 1e300})
+        );
+        assert!(value["a"].is_i64());
     }
 
     #[test]

@@ -49,6 +49,17 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
+    /// A path that exists, with a method it does not have (`Allow` names those it has).
+    #[error("{method} is not a method of {path}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
+    /// A template's source objects that are not in the bucket: well-formed, but nothing to
+    /// copy until they are uploaded.
+    #[error("{0}")]
+    SourcesMissing(String),
     #[error("no answer within the {deadline_ms} ms request deadline")]
     DeadlineExceeded {
         deadline_ms: u64,
@@ -146,8 +157,17 @@ impl ApiError {
             Self::NoRoute { method, path } => Problem::new(
                 StatusCode::NOT_FOUND,
                 "not-found",
-                format!("no route for {method} {path}; the API is described in docs/openapi.yaml"),
+                format!("no route for {method} {path}; the API is described at GET /openapi.json"),
             ),
+            Self::MethodNotAllowed { allow, .. } => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{detail}; it answers {allow}"),
+            ),
+            Self::SourcesMissing(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "sources-missing", detail)
+                    .with("field", "objects")
+            }
             Self::DeadlineExceeded { request_id, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "deadline-exceeded", detail)
                     .with_retry_after(1)
@@ -199,6 +219,11 @@ impl ResponseError for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Self::MethodNotAllowed { allow, .. } = self
+            && let Ok(value) = header::HeaderValue::from_str(allow)
+        {
+            response.headers_mut().insert(header::ALLOW, value);
         }
         response
     }

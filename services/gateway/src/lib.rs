@@ -10,12 +10,15 @@
 //!   [`validate`] and reads with [`access`].
 //! - [`views`]: cached views behind `/v1/views`: Redis, one reload per key on a miss.
 //! - [`error`]: every failure becomes problem+json in one place.
+//! - [`openapi`]: the API's OpenAPI 3.1 document, generated from the handlers and the
+//!   configuration, served at `/openapi.json` (and shown at `/docs`).
 
 pub mod access;
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod validate;
 pub mod views;
@@ -96,6 +99,7 @@ pub struct Application {
     ops: OpsState,
     observer: web::Data<RequestObserver>,
     authenticator: web::Data<auth::Authenticator>,
+    document: web::Data<openapi::ServedDocument>,
     producer: EventProducer,
     cors_origins: Vec<String>,
 }
@@ -171,6 +175,7 @@ impl Application {
             views: views::ViewReader::new(view_store, settings.views.clone(), &base.metrics),
         };
         state.views.check_queries().await;
+        let document = openapi::ServedDocument::new(&openapi::document(settings))?;
         let deadline = Duration::from_millis(settings.gateway.request_deadline_ms);
         let copy_deadline = Duration::from_millis(settings.gateway.copy_deadline_ms);
         Ok(Self {
@@ -178,6 +183,7 @@ impl Application {
             observer: web::Data::new(RequestObserver::new(&base.metrics, deadline, copy_deadline)),
             authenticator: web::Data::new(auth::Authenticator::new(settings.jwt_secret.expose())),
             state: web::Data::new(state),
+            document: web::Data::new(document),
             ops: base.ops_state(),
             producer: base.producer.clone(),
             cors_origins: settings.gateway.cors_origins.clone(),
@@ -195,8 +201,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         service::announce("gateway", &self.listener);
         self.ops.spawn_dependency_monitor(shutdown.clone());
-        let (state, ops, observer, authenticator) =
-            (self.state, self.ops, self.observer, self.authenticator);
+        let (state, ops, observer, authenticator, document) = (
+            self.state,
+            self.ops,
+            self.observer,
+            self.authenticator,
+            self.document,
+        );
         let origins = self.cors_origins;
         let server = HttpServer::new(move || {
             App::new()
@@ -207,6 +218,7 @@ impl Application {
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(from_fn(middleware::observe))
                 .configure(http::configure_ops(ops.clone()))
+                .configure(openapi::configure(document.clone()))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

@@ -1,6 +1,9 @@
 //! The demo `cargo xtask up` ends with: a few likes and views through the gateway, then the
 //! counts read back from the API and from the database's mirror column; a burst of writes
 //! read back pending then committed; two cached views, a miss then a hit; a template registered and copies served from its pool.
+//!
+//! `spillway-demo sources KEY...` only puts those source objects into the bucket (64 KiB
+//! each): `cargo xtask check-api` puts the ones its registrations name.
 
 use std::time::Duration;
 
@@ -15,6 +18,10 @@ const GATEWAY: &str = "http://127.0.0.1:8080";
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("sources", keys)) = args.split_first().map(|(a, rest)| (a.as_str(), rest)) {
+        return put_sources(keys).await;
+    }
     let secret = std::env::var("SPILLWAY_JWT_SECRET").context("SPILLWAY_JWT_SECRET")?;
     let api = Api::new(GATEWAY).with_secret(&secret);
     println!("\ndemo: counters");
@@ -117,22 +124,10 @@ async fn demo_writes(api: &Api) -> Result<()> {
 /// A template of 30 objects registered, its pool warmed, copies handed out from it.
 async fn demo_templates(api: &Api) -> Result<()> {
     println!("\ndemo: templates");
-    let settings = spillway_core::config::Settings::load()?;
-    let client = spillway_core::s3::client(&settings.s3);
-    let mut sources = Vec::new();
-    for n in 0..30 {
-        let key = format!("templates/welcome-kit/image-{n:02}.png");
-        let body = vec![n as u8; 64 * 1024];
-        client
-            .put_object()
-            .bucket(&settings.s3.bucket)
-            .key(&key)
-            .body(body.into())
-            .send()
-            .await
-            .context("uploading the demo template's objects")?;
-        sources.push(key);
-    }
+    let sources: Vec<String> = (0..30)
+        .map(|n| format!("templates/welcome-kit/image-{n:02}.png"))
+        .collect();
+    put_sources(&sources).await?;
     let (status, body) = api.register_template("welcome-kit", &sources, 4).await;
     anyhow::ensure!(status.is_success(), "template refused: {body}");
     println!(
@@ -191,6 +186,23 @@ async fn demo_waiting_room(api: &Api) -> Result<()> {
     );
     for (member, token) in &tokens[1..] {
         api.leave_queue("concert-2026", token, member).await;
+    }
+    Ok(())
+}
+
+/// Puts a 64 KiB object at each key of the configured bucket (its bytes the key's position).
+async fn put_sources(keys: &[String]) -> Result<()> {
+    let settings = spillway_core::config::Settings::load()?;
+    let client = spillway_core::s3::client(&settings.s3);
+    for (n, key) in keys.iter().enumerate() {
+        client
+            .put_object()
+            .bucket(&settings.s3.bucket)
+            .key(key)
+            .body(vec![n as u8; 64 * 1024].into())
+            .send()
+            .await
+            .with_context(|| format!("uploading the source object {key}"))?;
     }
     Ok(())
 }

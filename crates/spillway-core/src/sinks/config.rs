@@ -135,7 +135,8 @@ impl ColumnType {
 
     pub(crate) fn accepts(self, value: &Value) -> Result<(), String> {
         let fits = match self {
-            ColumnType::Text => value.is_string(),
+            // PostgreSQL's text cannot hold U+0000: the row would fail in the batch-writer.
+            ColumnType::Text => value.as_str().is_some_and(|text| !text.contains('\0')),
             ColumnType::Bigint => value
                 .as_i64()
                 .is_some_and(|v| v.unsigned_abs() < WIRE_INTEGER_LIMIT),
@@ -159,7 +160,7 @@ impl ColumnType {
 
     pub(crate) fn describe(self) -> &'static str {
         match self {
-            ColumnType::Text => "a string",
+            ColumnType::Text => "a string without U+0000",
             ColumnType::Bigint => "an integer of magnitude below 9e15",
             ColumnType::Integer => "a 32-bit integer",
             ColumnType::Double => "a number",

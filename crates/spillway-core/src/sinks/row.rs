@@ -23,7 +23,8 @@ fn row_error(column: &str, reason: impl Into<String>) -> RowError {
 
 impl SinkSettings {
     /// Checks a caller's row and completes it: the member column from the token, a UUIDv7
-    /// primary key when the body has none, `default_now` timestamps.
+    /// primary key when the body has none, `default_now` timestamps; a whole number written
+    /// as a float (`5.0`, `1e3`) in an integer column becomes that integer.
     pub fn accept_row(
         &self,
         mut row: Map<String, Value>,
@@ -56,6 +57,11 @@ impl SinkSettings {
         for (name, column) in &self.columns {
             if column.default_now && row.get(name).is_none_or(Value::is_null) {
                 row.insert(name.clone(), Value::String(chrono::Utc::now().to_rfc3339()));
+            }
+            if matches!(column.kind, ColumnType::Bigint | ColumnType::Integer)
+                && let Some(value) = row.get_mut(name)
+            {
+                as_integer_if_whole(value);
             }
             match row.get(name) {
                 None | Some(Value::Null) if column.required || *name == self.primary_key => {
@@ -133,6 +139,18 @@ impl SinkSettings {
             .get(&self.primary_key)
             .ok_or_else(|| row_error(&self.primary_key, "no such column"))?;
         self.check_value(&self.primary_key, column, &value)
+    }
+}
+
+/// A float whose fraction is zero, within the wire's exact range, as an integer: JSON does
+/// not tell `5` from `5.0`, and JSON Schema's `integer` accepts both.
+fn as_integer_if_whole(value: &mut Value) {
+    if let Some(number) = value.as_f64()
+        && value.is_f64()
+        && number.fract() == 0.0
+        && number.abs() < WIRE_INTEGER_LIMIT as f64
+    {
+        *value = Value::from(number as i64);
     }
 }
 
@@ -225,6 +243,29 @@ mod tests {
                 .unwrap_err();
             assert_eq!(error.column, column, "{row}: {error}");
         }
+    }
+
+    #[test]
+    fn a_whole_float_in_an_integer_column_is_that_integer() {
+        let mut sink = playlists();
+        sink.columns.insert(
+            "plays".into(),
+            crate::sinks::config::ColumnSettings {
+                kind: ColumnType::Bigint,
+                required: false,
+                max_length: None,
+                default_now: false,
+            },
+        );
+        let row = sink
+            .accept_row(object(json!({"title": "Mix", "plays": 1e3})), Some("alice"))
+            .unwrap();
+        assert_eq!(row["plays"], json!(1000));
+        assert!(row["plays"].is_i64());
+        let error = sink
+            .accept_row(object(json!({"title": "Mix", "plays": 1.5})), Some("alice"))
+            .unwrap_err();
+        assert_eq!(error.column, "plays");
     }
 
     #[test]

@@ -28,6 +28,9 @@ use uuid::Uuid;
 use super::config::TemplatesSettings;
 use super::{CopiedObject, CopyRecord, copy_folder};
 
+/// S3's longest object key, in bytes of UTF-8.
+const S3_MAX_KEY_BYTES: usize = 1_024;
+
 /// What a copy source may keep unescaped (`/` separates the bucket and the key's folders).
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
@@ -80,6 +83,8 @@ pub struct S3Copier {
     bucket: String,
     copy_prefix: String,
     in_flight_limit: Arc<Semaphore>,
+    /// The bound of `in_flight_limit`.
+    max_in_flight: usize,
     parallelism: usize,
     timeout: Duration,
     in_flight: Option<IntGauge>,
@@ -93,6 +98,7 @@ impl S3Copier {
             bucket: bucket.to_owned(),
             copy_prefix: templates.copy_prefix.clone(),
             in_flight_limit: Arc::new(Semaphore::new(templates.max_s3_in_flight)),
+            max_in_flight: templates.max_s3_in_flight,
             parallelism: templates.copy_parallelism,
             timeout: templates.copy_timeout(),
             in_flight: None,
@@ -269,39 +275,57 @@ impl S3Copier {
         }
     }
 
-    /// The keys among `keys` that do not exist in the bucket.
+    /// The keys among `keys` that do not exist in the bucket, in their order: S3 answers 404,
+    /// or 400 for a name it refuses (which it cannot hold); a key S3 or its SDK cannot take
+    /// ([`can_be_asked_for`]) is not asked for. The HEADs run concurrently, as many at once as the service-wide bound allows.
     pub async fn missing(&self, keys: &[String]) -> Result<Vec<String>, CopyError> {
-        let heads: Vec<_> = keys
-            .iter()
-            .map(|key| async move {
-                let head = self
-                    .call(
-                        self.client
-                            .head_object()
-                            .bucket(&self.bucket)
-                            .key(key)
-                            .send(),
-                    )
-                    .await;
-                match head {
-                    Ok(_) => Ok(None),
-                    Err(error)
-                        if error
-                            .raw_response()
-                            .is_some_and(|r| r.status().as_u16() == 404) =>
-                    {
-                        Ok(Some(key.clone()))
-                    }
-                    Err(error) => Err(CopyError::from_sdk(error)),
-                }
-            })
-            .collect();
-        let answers: Vec<Result<Option<String>, CopyError>> = futures::stream::iter(heads)
-            .buffered(self.parallelism)
-            .collect()
-            .await;
-        answers.into_iter().filter_map(Result::transpose).collect()
+        let heads = keys.iter().enumerate().map(|(position, key)| async move {
+            let missing = self.is_missing(key).await?;
+            Ok::<_, CopyError>(missing.then_some(position))
+        });
+        let mut positions: Vec<usize> = futures::stream::iter(heads)
+            .buffer_unordered(self.max_in_flight.max(1))
+            .filter_map(|answer| async move { answer.transpose() })
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        positions.sort_unstable();
+        Ok(positions.into_iter().map(|p| keys[p].clone()).collect())
     }
+
+    /// Whether one key is absent from the bucket (one HEAD).
+    async fn is_missing(&self, key: &str) -> Result<bool, CopyError> {
+        if !can_be_asked_for(key) {
+            return Ok(true);
+        }
+        let head = self
+            .call(
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .await;
+        match head {
+            Ok(_) => Ok(false),
+            Err(error)
+                if error
+                    .raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 400 | 404)) =>
+            {
+                Ok(true)
+            }
+            Err(error) => Err(CopyError::from_sdk(error)),
+        }
+    }
+}
+
+/// Whether a key can be asked for at all: S3 holds at most 1,024 bytes, and the SDK refuses
+/// to send a key of whitespace alone (it builds no request for it).
+fn can_be_asked_for(key: &str) -> bool {
+    key.len() <= S3_MAX_KEY_BYTES && !key.trim().is_empty()
 }
 
 /// Counts one call in flight on a gauge for as long as it lives.
@@ -317,5 +341,20 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_s3_or_its_sdk_cannot_take_are_not_asked_for() {
+        assert!(can_be_asked_for("templates/logo.png"));
+        assert!(can_be_asked_for(" padded "));
+        assert!(can_be_asked_for(&"é".repeat(512)));
+        assert!(!can_be_asked_for(&"é".repeat(513)));
+        assert!(!can_be_asked_for(" "));
+        assert!(!can_be_asked_for("\u{3000}\u{a0}"));
     }
 }

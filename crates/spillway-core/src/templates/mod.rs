@@ -42,6 +42,9 @@ pub use store::{CopyOrigin, CopyState, Template};
 pub const MAX_OBJECTS: usize = 1_000;
 /// Largest pool a template may ask for.
 pub const MAX_POOL_CAPACITY: i32 = 1_000;
+/// Longest source key, in characters (JSON Schema's `maxLength` counts characters); S3's own
+/// limit is 1,024 bytes, so a longer key cannot be in the bucket and is reported missing.
+pub const MAX_KEY_CHARS: usize = 1_024;
 
 /// One object of a copy: where it was copied from and the key it has now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +124,7 @@ pub enum InvalidTemplate {
     #[error("`objects` must list 1-{MAX_OBJECTS} source keys")]
     ObjectCount,
     #[error(
-        "object {position}: a source key is 1-1024 bytes without control characters or a leading `/`"
+        "object {position}: a source key is 1-1024 characters without control characters or a leading `/`"
     )]
     ObjectKey { position: usize },
     #[error("object {position}: `{key}` is listed twice")]
@@ -156,7 +159,7 @@ pub fn validate_registration(
     }
     let mut seen = std::collections::HashSet::new();
     for (position, key) in objects.iter().enumerate() {
-        let valid = (1..=1024).contains(&key.len())
+        let valid = (1..=MAX_KEY_CHARS).contains(&key.chars().count())
             && !key.starts_with('/')
             && !key.chars().any(char::is_control);
         if !valid {

@@ -2,13 +2,15 @@
 //! Kafka holds its event (`acks=all`); the counter service applies it. Reads come from Redis,
 //! or the database while Redis rebuilds.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, http::Method, web};
+use serde::{Deserialize, Serialize};
 use spillway_core::{
     counters::config::{CounterKind, NamespaceSettings},
     wire::{self, CounterEvent, CounterOperation},
 };
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     AppState,
@@ -16,32 +18,131 @@ use crate::{
     body,
     error::ApiError,
     middleware::RequestId,
+    openapi::problems,
+    routes::resource,
     validate,
 };
 
 /// Ids one multi-read may ask for.
-const MAX_IDS: usize = 1_000;
+pub const MAX_IDS: usize = 1_000;
+/// The longest `ids` a multi-read may send, in characters: its URL stays well inside what
+/// the HTTP server reads (128 KiB), even with every character percent-encoded.
+pub const MAX_IDS_LENGTH: usize = 32 * 1024;
 const DELTA_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route("/v1/counters/{namespace}", web::get().to(get_many))
-        .route(
+        .service(resource(
+            "/v1/counters/{namespace}",
+            [(Method::GET, web::to(get_many))],
+        ))
+        .service(resource(
             "/v1/counters/{namespace}/{entity_id}",
-            web::get().to(get_one),
-        )
-        .route(
+            [(Method::GET, web::to(get_one))],
+        ))
+        .service(resource(
             "/v1/counters/{namespace}/{entity_id}/members/me",
-            web::put().to(join),
-        )
-        .route(
-            "/v1/counters/{namespace}/{entity_id}/members/me",
-            web::delete().to(leave),
-        )
-        .route(
+            [
+                (Method::PUT, web::to(join)),
+                (Method::DELETE, web::to(leave)),
+            ],
+        ))
+        .service(resource(
             "/v1/counters/{namespace}/{entity_id}/increments",
-            web::post().to(increment),
-        );
+            [(Method::POST, web::to(increment))],
+        ));
+}
+
+/// A counter's path: its namespace and entity id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CounterPath {
+    /// A configured counter namespace (`[namespaces.<name>]`).
+    pub namespace: String,
+    /// The counted thing: 1-128 of `[A-Za-z0-9._:-]`.
+    pub entity_id: String,
+}
+
+/// A namespace's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NamespacePath {
+    /// A configured counter namespace (`[namespaces.<name>]`).
+    pub namespace: String,
+}
+
+/// A like's or an unlike's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Membership {
+    /// The count as the caller should now see it.
+    pub value: i64,
+    /// Whether the caller is now counted.
+    pub member: bool,
+}
+
+/// An increment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementBody {
+    /// How much to add (a whole number; `1000.0` is 1000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub delta: i64,
+}
+
+/// An increment's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncrementResult {
+    /// The count as the caller should now see it.
+    pub value: i64,
+    /// True when this gateway knows the Idempotency-Key was acknowledged before: nothing was
+    /// published or counted again. Absent after a retry it cannot vouch for (it publishes
+    /// the same event id, which counts once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool, required = false)]
+    pub replayed: Option<bool>,
+}
+
+/// One counter.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counter {
+    pub namespace: String,
+    pub entity_id: String,
+    /// 0 when never counted.
+    pub value: i64,
+    /// Whether the caller is counted: only for a distinct namespace when a token is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool, required = false)]
+    pub member: Option<bool>,
+}
+
+/// Many counters of one namespace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CounterValues {
+    /// The value of each entity id asked for (0 when never counted).
+    pub values: BTreeMap<String, i64>,
+}
+
+/// The `Idempotency-Key` of an increment.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IncrementHeaders {
+    /// A retried POST with the same key counts once within the namespace's dedupe window
+    /// (24 h by default), also when the gateway died before answering or Redis was lost: the
+    /// key becomes the event's id and the counter applies an id once. The same key with
+    /// another delta is a 422. 1-128 visible ASCII characters.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
+/// The entity ids of a multi-read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IdsQuery {
+    /// 1-1000 comma-separated entity ids, at most 32 KiB in all.
+    #[param(required = true)]
+    pub ids: Option<String>,
 }
 
 fn namespace<'a>(state: &'a AppState, name: &str) -> Result<&'a NamespaceSettings, ApiError> {
@@ -126,33 +227,67 @@ fn event(
     }
 }
 
+/// Count the caller once (like). Idempotent.
+#[utoipa::path(
+    put,
+    path = "/v1/counters/{namespace}/{entity_id}/members/me",
+    tag = "counters",
+    operation_id = "join",
+    params(CounterPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted (in Kafka).", body = Membership),
+        (status = 400, description = "The entity id is not 1-128 of `[A-Za-z0-9._:-]` (`field`: `entity_id`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "Unknown namespace.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The namespace adds up increments: it has no members.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn join(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<CounterPath>,
     member: Member,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    change_membership(&state, &path.0, &path.1, &member, &request_id.0, true).await
+    change_membership(&state, &path, &member, &request_id.0, true).await
 }
 
+/// Stop counting the caller (unlike). Idempotent.
+#[utoipa::path(
+    delete,
+    path = "/v1/counters/{namespace}/{entity_id}/members/me",
+    tag = "counters",
+    operation_id = "leave",
+    params(CounterPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted (in Kafka).", body = Membership),
+        (status = 400, description = "The entity id is not 1-128 of `[A-Za-z0-9._:-]` (`field`: `entity_id`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "Unknown namespace.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The namespace adds up increments: it has no members.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn leave(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<CounterPath>,
     member: Member,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    change_membership(&state, &path.0, &path.1, &member, &request_id.0, false).await
+    change_membership(&state, &path, &member, &request_id.0, false).await
 }
 
 /// Publishes a like (join) or an unlike, answering the value the caller should now see.
 async fn change_membership(
     state: &AppState,
-    namespace_name: &str,
-    entity_id: &str,
+    path: &CounterPath,
     member: &Member,
     request_id: &str,
     join: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let (namespace_name, entity_id) = (path.namespace.as_str(), path.entity_id.as_str());
     let namespace = namespace(state, namespace_name)?;
     require_kind(
         namespace_name,
@@ -176,24 +311,47 @@ async fn change_membership(
         (false, true) => value - 1,
         _ => value,
     };
-    Ok(HttpResponse::Accepted().json(json!({"value": value, "member": join})))
+    Ok(HttpResponse::Accepted().json(Membership {
+        value,
+        member: join,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncrementBody {
-    delta: i64,
-}
-
+/// Add to a sum counter (views).
+///
+/// Needs a member token unless the namespace sets `anonymous_increments = true`.
+#[utoipa::path(
+    post,
+    path = "/v1/counters/{namespace}/{entity_id}/increments",
+    tag = "counters",
+    operation_id = "increment",
+    params(CounterPath, IncrementHeaders),
+    request_body = IncrementBody,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted (in Kafka).", body = IncrementResult),
+        (status = 400, description = "The body, the entity id or the Idempotency-Key is refused (`field` names it).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "Unknown namespace.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The namespace counts members: it has no increments.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 413, response = problems::PayloadTooLarge),
+        (status = 415, response = problems::UnsupportedMediaType),
+        (status = 422, description = "The Idempotency-Key was used for an increment with another delta (`field`: `Idempotency-Key`); nothing was published.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn increment(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<CounterPath>,
     request: HttpRequest,
     caller: MaybeMember,
     body: body::Json<IncrementBody>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace_name, entity_id) = path.into_inner();
+    let CounterPath {
+        namespace: namespace_name,
+        entity_id,
+    } = path.into_inner();
     let namespace = namespace(&state, &namespace_name)?;
     require_kind(&namespace_name, namespace, CounterKind::Sum, "increments")?;
     if caller.0.is_none() && !namespace.anonymous_increments {
@@ -227,9 +385,10 @@ async fn increment(
             match remembered {
                 // Acknowledged before: answering without publishing loses nothing.
                 Some(earlier) if earlier == delta => {
-                    return Ok(
-                        HttpResponse::Accepted().json(json!({"value": value, "replayed": true}))
-                    );
+                    return Ok(HttpResponse::Accepted().json(IncrementResult {
+                        value,
+                        replayed: Some(true),
+                    }));
                 }
                 Some(earlier) => return Err(key_reused(earlier, delta)),
                 None => value,
@@ -265,7 +424,10 @@ async fn increment(
         // The event is in Kafka and its id deduplicates a retry; only the shortcut is lost.
         tracing::warn!(%error, "remembering an acknowledged Idempotency-Key failed");
     }
-    Ok(HttpResponse::Accepted().json(json!({"value": value + delta})))
+    Ok(HttpResponse::Accepted().json(IncrementResult {
+        value: value + delta,
+        replayed: None,
+    }))
 }
 
 /// An Idempotency-Key sent again with another body.
@@ -276,12 +438,33 @@ fn key_reused(earlier: i64, delta: i64) -> ApiError {
     ))
 }
 
+/// One counter (0 when never counted).
+///
+/// With a token, and a distinct namespace, says whether the caller is counted.
+#[utoipa::path(
+    get,
+    path = "/v1/counters/{namespace}/{entity_id}",
+    tag = "counters",
+    operation_id = "read_counter",
+    params(CounterPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The counter.", body = Counter),
+        (status = 400, description = "The entity id is not 1-128 of `[A-Za-z0-9._:-]` (`field`: `entity_id`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "Unknown namespace.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn get_one(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<CounterPath>,
     caller: MaybeMember,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace_name, entity_id) = path.into_inner();
+    let CounterPath {
+        namespace: namespace_name,
+        entity_id,
+    } = path.into_inner();
     let namespace = namespace(&state, &namespace_name)?;
     validate::entity_id(&entity_id)?;
     let member = caller.0.filter(|_| namespace.kind == CounterKind::Distinct);
@@ -292,42 +475,66 @@ async fn get_one(
         member.as_ref().map(|m| m.id.as_str()),
     )
     .await?;
-    let mut body = json!({"namespace": namespace_name, "entity_id": entity_id, "value": value});
-    if member.is_some() {
-        body["member"] = json!(is_member);
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(Counter {
+        namespace: namespace_name,
+        entity_id,
+        value,
+        member: member.map(|_| is_member),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
-struct IdsQuery {
-    ids: Option<String>,
-}
-
+/// Many counters of one namespace.
+#[utoipa::path(
+    get,
+    path = "/v1/counters/{namespace}",
+    tag = "counters",
+    operation_id = "read_counters",
+    params(NamespacePath, IdsQuery),
+    responses(
+        (status = 200, description = "Values by entity id.", body = CounterValues),
+        (status = 400, description = "`ids` is missing, empty, too long, or holds an id that is not 1-128 of `[A-Za-z0-9._:-]` (`field` names it).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown namespace.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn get_many(
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<NamespacePath>,
     query: web::Query<IdsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let namespace_name = path.into_inner();
+    let namespace_name = path.into_inner().namespace;
     namespace(&state, &namespace_name)?;
-    let ids: Vec<String> = query
-        .ids
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() || ids.len() > MAX_IDS {
-        return Err(ApiError::InvalidField {
-            field: "ids".into(),
-            detail: format!("`ids` must list 1-{MAX_IDS} comma-separated entity ids"),
-        });
-    }
+    let ids = requested_ids(query.ids.as_deref().unwrap_or(""))?;
     for id in &ids {
-        validate::entity_id(id)?;
+        validate::entity_id(id).map_err(|error| match error {
+            ApiError::InvalidField { detail, .. } => ApiError::InvalidField {
+                field: "ids".into(),
+                detail: format!("`ids`: {detail}"),
+            },
+            other => other,
+        })?;
     }
     let values = state.counters.read_values(&namespace_name, &ids).await?;
-    Ok(HttpResponse::Ok().json(json!({"values": values})))
+    Ok(HttpResponse::Ok().json(CounterValues {
+        values: values.into_iter().collect(),
+    }))
+}
+
+/// The ids of `ids=a,b,c`: 1 to [`MAX_IDS`] of them, none empty, [`MAX_IDS_LENGTH`] at most.
+fn requested_ids(ids: &str) -> Result<Vec<String>, ApiError> {
+    let refused = || ApiError::InvalidField {
+        field: "ids".into(),
+        detail: format!(
+            "`ids` must list 1-{MAX_IDS} comma-separated entity ids, at most {MAX_IDS_LENGTH} \
+             characters in all"
+        ),
+    };
+    if ids.is_empty() || ids.len() > MAX_IDS_LENGTH {
+        return Err(refused());
+    }
+    let ids: Vec<String> = ids.split(',').map(str::to_owned).collect();
+    if ids.len() > MAX_IDS {
+        return Err(refused());
+    }
+    Ok(ids)
 }

@@ -1,4 +1,5 @@
-//! The REST API, one module per resource.
+//! The REST API, one module per resource. Each path is one [`resource`]: its methods, and a
+//! 405 naming them (`Allow`) for any other; a path that is not a route is [`not_found`].
 
 pub mod counters;
 pub mod queues;
@@ -7,15 +8,32 @@ pub mod views;
 pub mod writes;
 
 use actix_web::{
-    HttpRequest, HttpResponse,
+    HttpRequest, HttpResponse, Resource, ResponseError, Route,
     error::{JsonPayloadError, PathError, QueryPayloadError},
+    http::Method,
     web,
 };
+use spillway_core::http;
 
 use crate::error::ApiError;
 
-/// The largest request body accepted.
+/// The largest request body accepted (but see [`templates::MAX_BODY_BYTES`]).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A path and its methods (`web::to(handler)` each; GET answers HEAD too); any other method
+/// is a 405 naming them.
+pub fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+    http::resource(path, routes, method_not_allowed)
+}
+
+fn method_not_allowed(request: &HttpRequest, allow: &str) -> HttpResponse {
+    ApiError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.path().to_owned(),
+        allow: allow.to_owned(),
+    }
+    .error_response()
+}
 
 /// Every `/v1` route.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -31,8 +49,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 fn json_config() -> web::JsonConfig {
+    json_config_up_to(MAX_BODY_BYTES)
+}
+
+/// The JSON bodies of a route that takes up to `limit` bytes.
+pub fn json_config_up_to(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(MAX_BODY_BYTES)
+        .limit(limit)
         .error_handler(json_error)
 }
 
@@ -41,10 +64,9 @@ fn json_config() -> web::JsonConfig {
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     tracing::debug!(%error, "request body refused");
     match &error {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::BodyTooLarge {
-                limit: MAX_BODY_BYTES,
-            }
+        JsonPayloadError::Overflow { limit } => ApiError::BodyTooLarge { limit: *limit },
+        JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::BodyTooLarge { limit: *limit }
         }
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
             "send the body as JSON, with `Content-Type: application/json`".into(),

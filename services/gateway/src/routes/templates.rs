@@ -7,33 +7,138 @@
 
 use std::time::Instant;
 
-use actix_web::{HttpResponse, web};
+use std::{future::Future, pin::Pin};
+
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, http::Method, web};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use spillway_core::{
     metrics::Metrics,
     templates::{
-        self, CopyMaker, CopyOrigin, CopyRecord, CopyState, Template,
+        self, CopiedObject, CopyMaker, CopyOrigin, CopyRecord, CopyState, MAX_KEY_CHARS,
+        MAX_OBJECTS, Template,
         store::{self, Registration},
     },
 };
 use tokio::sync::oneshot;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::{AppState, auth::Member, body, error::ApiError, middleware::RequestId};
+use crate::{
+    AppState,
+    auth::Member,
+    body,
+    error::ApiError,
+    middleware::RequestId,
+    openapi::{problems, schemas},
+    routes::{json_config_up_to, resource},
+};
 
 /// The scope a token needs to register templates.
 pub const WRITE_SCOPE: &str = "templates:write";
 
+/// The largest registration body: room for [`MAX_OBJECTS`] keys of [`MAX_KEY_CHARS`]
+/// characters written as `\uXXXX` escapes (6 bytes a character, what most JSON encoders send
+/// for any non-ASCII character), so that every registration the document allows is read, and
+/// one with too many objects is refused naming `objects` rather than for its size.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+const _: () = assert!(MAX_OBJECTS * (MAX_KEY_CHARS * 6 + 3) + 1024 < MAX_BODY_BYTES);
+
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route("/v1/templates/{template_id}", web::put().to(register))
-        .route("/v1/templates/{template_id}", web::get().to(show))
-        .route(
-            "/v1/templates/{template_id}/copies",
-            web::post().to(take_copy),
+        .service(
+            resource(
+                "/v1/templates/{template_id}",
+                [
+                    (Method::PUT, web::to(register)),
+                    (Method::GET, web::to(show)),
+                ],
+            )
+            .app_data(json_config_up_to(MAX_BODY_BYTES)),
         )
-        .route("/v1/templates/{template_id}/pool", web::get().to(pool));
+        .service(resource(
+            "/v1/templates/{template_id}/copies",
+            [(Method::POST, web::to(take_copy))],
+        ))
+        .service(resource(
+            "/v1/templates/{template_id}/pool",
+            [(Method::GET, web::to(pool))],
+        ));
+}
+
+/// A template's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TemplatePath {
+    /// A template id: 1-128 of `[A-Za-z0-9._-]`.
+    pub template_id: String,
+}
+
+/// A member who may register templates (scope `templates:write`), checked before the body
+/// is read.
+pub struct TemplateWriter(#[allow(dead_code)] pub Member);
+
+impl FromRequest for TemplateWriter {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let member = Member::from_request(request, payload);
+        Box::pin(async move {
+            let member = member.await?;
+            member.require_scope(WRITE_SCOPE)?;
+            Ok(Self(member))
+        })
+    }
+}
+
+/// A template as registered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateBody {
+    pub template_id: String,
+    /// Grows by one whenever the object list changes.
+    pub version: i64,
+    #[schema(minimum = 0, maximum = 1000)]
+    pub pool_capacity: i32,
+    /// Source keys in the configured bucket, in order.
+    pub objects: Vec<String>,
+}
+
+/// Where a copy came from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CopySource {
+    /// From the warm pool.
+    Pool,
+    /// Copied inside the request.
+    Direct,
+}
+
+/// One object of a copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopyObject {
+    /// The template's source key.
+    pub source: String,
+    /// Unique to this copy: `copies/<template_id>/<copy_id>/<position>-<name>`.
+    pub key: String,
+}
+
+/// A copy of every object of a template, the caller's alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateCopy {
+    pub copy_id: uuid::Uuid,
+    pub template_id: String,
+    pub version: i64,
+    pub objects: Vec<CopyObject>,
+    pub source: CopySource,
+}
+
+/// A template's pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pool {
+    /// Ready copies now.
+    pub ready: u64,
+    /// How many the pool is kept at.
+    pub capacity: i32,
 }
 
 /// The gateway's template metrics.
@@ -88,20 +193,26 @@ pub struct TemplateState {
     pub warmup_topic: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A registration: the source objects, in order, and the pool's size.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Registering {
-    objects: Vec<String>,
+pub struct Registering {
+    /// Source keys in the configured bucket, each listed once: 1-1024 characters without
+    /// control characters or a leading `/`, not under the copy prefix.
+    #[schema(schema_with = schemas::template_objects)]
+    pub objects: Vec<String>,
+    /// Ready copies to keep (0 keeps none).
     #[serde(default = "default_capacity")]
-    pool_capacity: i64,
+    #[schema(minimum = 0, maximum = 1000, default = 4)]
+    pub pool_capacity: i64,
 }
 
 fn default_capacity() -> i64 {
     4
 }
 
-fn template_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
+fn template_id(path: web::Path<TemplatePath>) -> Result<String, ApiError> {
+    let id = path.into_inner().template_id;
     templates::validate_id(&id).map_err(|error| ApiError::InvalidField {
         field: "template_id".into(),
         detail: error.to_string(),
@@ -109,23 +220,27 @@ fn template_id(path: web::Path<String>) -> Result<String, ApiError> {
     Ok(id)
 }
 
-fn template_json(template: &Template) -> serde_json::Value {
-    json!({
-        "template_id": template.id,
-        "version": template.version,
-        "pool_capacity": template.pool_capacity,
-        "objects": template.objects,
-    })
+fn template_json(template: &Template) -> TemplateBody {
+    TemplateBody {
+        template_id: template.id.clone(),
+        version: template.version,
+        pool_capacity: template.pool_capacity,
+        objects: template.objects.clone(),
+    }
 }
 
-fn copy_json(record: &CopyRecord, source: &str) -> serde_json::Value {
-    json!({
-        "copy_id": record.copy_id,
-        "template_id": record.template_id,
-        "version": record.version,
-        "objects": record.objects,
-        "source": source,
-    })
+fn copy_json(record: &CopyRecord, source: CopySource) -> TemplateCopy {
+    let object = |object: &CopiedObject| CopyObject {
+        source: object.source.clone(),
+        key: object.key.clone(),
+    };
+    TemplateCopy {
+        copy_id: record.copy_id,
+        template_id: record.template_id.clone(),
+        version: record.version,
+        objects: record.objects.iter().map(object).collect(),
+        source,
+    }
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Template, ApiError> {
@@ -147,15 +262,53 @@ async fn request_refill(state: &AppState, template: &Template, reason: &str, req
     }
 }
 
-/// `PUT /v1/templates/{template_id}`.
+/// Register a template or change it (scope `templates:write`).
+///
+/// Every source must exist in the bucket. A changed object list is a new version: the pool
+/// is emptied at once and the old copies are deleted. A changed capacity keeps the version.
+/// Template-warmup is asked to fill the pool.
+#[utoipa::path(
+    put,
+    path = "/v1/templates/{template_id}",
+    tag = "templates",
+    operation_id = "register_template",
+    params(TemplatePath),
+    request_body(
+        content = Registering,
+        description = "The sources, which must be in the bucket already (the example's are the ones `cargo xtask check-api` uploads), and the pool's size.",
+        example = json!({
+            "objects": ["templates/welcome-kit/image-00.png", "templates/welcome-kit/image-01.png"],
+            "pool_capacity": 2
+        })
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated (or unchanged).", body = TemplateBody, links(
+            ("ReadTemplate" = (operation_id = "read_template", parameters(("template_id" = "$request.path.template_id")), description = "Read the template back.")),
+            ("ReadPool" = (operation_id = "read_pool", parameters(("template_id" = "$request.path.template_id")), description = "How many copies its pool holds.")),
+            ("TakeCopy" = (operation_id = "take_copy", parameters(("template_id" = "$request.path.template_id")), description = "Take a copy of its objects.")),
+        )),
+        (status = 201, description = "Created.", body = TemplateBody, links(
+            ("ReadTemplate" = (operation_id = "read_template", parameters(("template_id" = "$request.path.template_id")), description = "Read the template back.")),
+            ("ReadPool" = (operation_id = "read_pool", parameters(("template_id" = "$request.path.template_id")), description = "How many copies its pool holds.")),
+            ("TakeCopy" = (operation_id = "take_copy", parameters(("template_id" = "$request.path.template_id")), description = "Take a copy of its objects.")),
+        )),
+        (status = 400, description = "The template id or the body is refused (`field` names it: `template_id`, `objects`, `pool_capacity`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "The token lacks the scope `templates:write`.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 8 MiB.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 415, response = problems::UnsupportedMediaType),
+        (status = 422, description = "Sources that are not in the bucket (`sources-missing`, `field`: `objects`; `detail` lists them): upload them first.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn register(
     state: web::Data<AppState>,
-    path: web::Path<String>,
-    member: Member,
+    path: web::Path<TemplatePath>,
+    _writer: TemplateWriter,
     body: body::Json<Registering>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    member.require_scope(WRITE_SCOPE)?;
     let id = template_id(path)?;
     let Registering {
         objects,
@@ -174,10 +327,10 @@ async fn register(
     )?;
     let missing = maker.copier.missing(&objects).await?;
     if !missing.is_empty() {
-        return Err(ApiError::InvalidField {
-            field: "objects".into(),
-            detail: format!("not in the bucket: {}", missing.join(", ")),
-        });
+        return Err(ApiError::SourcesMissing(format!(
+            "not in the bucket: {}",
+            missing.join(", ")
+        )));
     }
     let capacity = i32::try_from(pool_capacity).expect("validated");
     let (template, registration) = store::register(&state.db, &id, &objects, capacity).await?;
@@ -205,30 +358,80 @@ async fn retire_pool(maker: &CopyMaker, template_id: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-/// `GET /v1/templates/{template_id}`.
+/// A template at its current version.
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{template_id}",
+    tag = "templates",
+    operation_id = "read_template",
+    params(TemplatePath),
+    responses(
+        (status = 200, description = "The template.", body = TemplateBody),
+        (status = 400, description = "The template id is not 1-128 of `[A-Za-z0-9._-]` (`field`: `template_id`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown template.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn show(
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<TemplatePath>,
 ) -> Result<HttpResponse, ApiError> {
     let id = template_id(path)?;
     Ok(HttpResponse::Ok().json(template_json(&load(&state, &id).await?)))
 }
 
-/// `GET /v1/templates/{template_id}/pool`.
+/// How many ready copies the pool holds.
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{template_id}/pool",
+    tag = "templates",
+    operation_id = "read_pool",
+    params(TemplatePath),
+    responses(
+        (status = 200, description = "The pool.", body = Pool),
+        (status = 400, description = "The template id is not 1-128 of `[A-Za-z0-9._-]` (`field`: `template_id`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown template.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn pool(
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<TemplatePath>,
 ) -> Result<HttpResponse, ApiError> {
     let id = template_id(path)?;
     let template = load(&state, &id).await?;
     let ready = state.templates.maker.pool.ready(&id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "ready": ready, "capacity": template.pool_capacity })))
+    Ok(HttpResponse::Ok().json(Pool {
+        ready,
+        capacity: template.pool_capacity,
+    }))
 }
 
-/// `POST /v1/templates/{template_id}/copies`.
+/// Take a copy of every object of the template, yours alone.
+///
+/// From the pool when it has a ready copy (one copy, one caller), otherwise copied inside the
+/// request (server-side CopyObject, bounded parallelism; deadline `gateway.copy_deadline_ms`).
+/// A direct copy that fails half way is deleted and never handed out. Either way a refill is
+/// requested.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{template_id}/copies",
+    tag = "templates",
+    operation_id = "take_copy",
+    params(TemplatePath),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The copy.", body = TemplateCopy),
+        (status = 400, description = "The template id is not 1-128 of `[A-Za-z0-9._-]` (`field`: `template_id`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "Unknown template.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "S3 refused a copy (e.g. a source was deleted); what was made is deleted.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn take_copy(
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<TemplatePath>,
     _member: Member,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
@@ -244,14 +447,14 @@ async fn take_copy(
         };
         request_refill(&state, &template, "taken", &request_id.0).await;
         metrics.observe("pool", "ok", started);
-        return Ok(HttpResponse::Created().json(copy_json(&record, "pool")));
+        return Ok(HttpResponse::Created().json(copy_json(&record, CopySource::Pool)));
     }
     let template = load(&state, &id).await?;
     request_refill(&state, &template, "empty", &request_id.0).await;
     match copy_directly(state.templates.maker.clone(), template).await {
         Ok(record) => {
             metrics.observe("direct", "ok", started);
-            Ok(HttpResponse::Created().json(copy_json(&record, "direct")))
+            Ok(HttpResponse::Created().json(copy_json(&record, CopySource::Direct)))
         }
         Err(error) => {
             metrics.observe("direct", "failed", started);

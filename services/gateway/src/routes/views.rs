@@ -13,32 +13,80 @@
 
 use actix_web::{
     HttpResponse,
-    http::header::{HeaderName, HeaderValue},
+    http::{
+        Method,
+        header::{HeaderName, HeaderValue},
+    },
     web,
 };
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::{
     AppState,
     access::{self, Access},
     auth::MaybeMember,
     error::ApiError,
+    openapi::problems,
+    routes::resource,
     views::{Answer, Outcome},
 };
 
 pub const CACHE_STATUS_HEADER: &str = "cache-status";
 
 pub fn configure(config: &mut web::ServiceConfig) {
-    config.route("/v1/views/{view}/{key}", web::get().to(read));
+    config.service(resource(
+        "/v1/views/{view}/{key}",
+        [(Method::GET, web::to(read))],
+    ));
 }
 
-/// Reads one key under the view's read rule: a view keyed by member (`key_is_member`) with
-/// the `member` rule answers only its own key to a member, 403 to another member.
+/// A view key's path (the document gives each configured view a path of its own).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ViewPath {
+    /// A configured view (`[views.<name>]`).
+    pub view: String,
+    /// The value bound as `$1` of the view's query, of the view's `key_type`.
+    pub key: String,
+}
+
+/// A cached view's result for one key, from Redis, or from the database on a miss (one
+/// reload per key across gateways).
+///
+/// Under the view's read rule: `public` (the default) needs no token; `member` (the default
+/// for a view with `key_is_member = true`) needs a token whose `sub` is the key (another
+/// member's key is a 403); `scope:<scope>` needs that scope. The `Cache-Status` header (RFC
+/// 9211) says where the answer came from: `spillway; hit; ttl=42` (fresh for 42 s more),
+/// `spillway; hit; ttl=-3; detail=stale` (stale, served while one request reloads it),
+/// `spillway; fwd=miss; stored` (loaded by this request), `spillway; fwd=miss; collapsed`
+/// (another request's load answered this one), `spillway; fwd=miss` (loaded, not stored: a
+/// commit refreshed it meanwhile), `spillway; fwd=miss; detail=redis-unavailable` (Redis
+/// down, read from the database).
+#[utoipa::path(
+    get,
+    path = "/v1/views/{view}/{key}",
+    tag = "views",
+    operation_id = "read_view",
+    params(ViewPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The query's result as JSON: an array of rows (`result = \"rows\"`) or one row as an object (`result = \"one\"`).", body = serde_json::Value,
+            headers(("Cache-Status" = String, description = "Where the answer came from (RFC 9211)."))),
+        (status = 400, description = "The key is not a value of the view's key type (`field`: `key`).", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "Another member's key of a view keyed by member, or a missing scope.", body = problems::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown view, or a `one` view whose query found no row (that answer is cached too).", body = problems::Problem, content_type = "application/problem+json",
+            headers(("Cache-Status" = String, description = "Where the answer came from (RFC 9211)."))),
+        (status = 503, response = problems::Unavailable),
+    )
+)]
 async fn read(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<ViewPath>,
     caller: MaybeMember,
 ) -> Result<HttpResponse, ApiError> {
-    let (view, raw_key) = path.into_inner();
+    let ViewPath { view, key: raw_key } = path.into_inner();
     let settings = state
         .views
         .settings(&view)
