@@ -56,7 +56,12 @@ pub async fn connect() -> TestRedis {
         None => TestRedis::Single(
             redis::Client::open(stack.redis_url)
                 .expect("redis url")
-                .get_multiplexed_async_connection()
+                // redis-rs gives up on an answer after 500 ms by default; a FLUSHALL of a
+                // well-filled Redis takes longer than that.
+                .get_multiplexed_async_connection_with_config(
+                    &redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(Some(Duration::from_secs(10))),
+                )
                 .await
                 .expect("connect to redis"),
         ),

@@ -171,7 +171,11 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(status, 400, "{body}");
     let missing = vec![sources[0].clone(), "templates/t/absent.bin".to_owned()];
     let (status, body) = api.register_template("t", &missing, 4).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        status, 422,
+        "a well-formed registration naming an absent object: {body}"
+    );
+    assert_eq!(body["field"], "objects", "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("absent.bin"),
         "{body}"
