@@ -121,11 +121,7 @@ fn run_started(paths: &Paths, st: &Path, started: &mut Started) -> Result<bool> 
     stack::postgres::run_sql_file(&paths.repo.join("config/sample-schema.sql"))?;
     eprintln!("services:");
     let binaries = services::build(paths)?;
-    started.services = services::SERVICES
-        .iter()
-        .filter(|(_, port)| !process::port_open(*port))
-        .map(|(name, _)| *name)
-        .collect();
+    started.services = services::not_running();
     services::start(paths, &binaries, Topology::SINGLE)?;
     if openapi(paths, true)? != ExitCode::SUCCESS {
         return Ok(false);

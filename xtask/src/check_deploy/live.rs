@@ -56,11 +56,7 @@ fn run_started(
     stack::up(paths, Topology::SINGLE)?;
     stack::postgres::run_sql_file(&paths.repo.join("config/sample-schema.sql"))?;
     let binaries = services::build(paths)?;
-    started.services = services::SERVICES
-        .iter()
-        .filter(|(_, port)| !process::port_open(*port))
-        .map(|(name, _)| *name)
-        .collect();
+    started.services = services::not_running();
     services::start(paths, &binaries, Topology::SINGLE)?;
     started.prometheus = true;
     let prometheus = Prometheus::start(paths, &tools.prometheus)?;
