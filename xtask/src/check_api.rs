@@ -62,7 +62,7 @@ pub fn openapi(paths: &Paths, check: bool) -> Result<ExitCode> {
 
 /// `gateway openapi <format> --config config/spillway.toml`, built first.
 fn generated_document(paths: &Paths, format: &str) -> Result<String> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = services::cargo()
         .args(["build", "--quiet", "-p", "gateway", "--bin", "gateway"])
         .current_dir(&paths.repo)
         .status()?;

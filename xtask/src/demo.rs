@@ -1,14 +1,12 @@
 //! The demo `cargo xtask up` ends with: it runs the `spillway-demo` binary of the tests crate
 //! against the started services, which shows the main jobs working through the gateway.
 
-use std::process::Command;
-
 use anyhow::Result;
 
-use crate::{env, paths::Paths, topology::Topology};
+use crate::{env, paths::Paths, services, topology::Topology};
 
 pub fn run(paths: &Paths, topology: Topology) -> Result<()> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = services::cargo()
         .args([
             "run",
             "--quiet",

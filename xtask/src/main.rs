@@ -148,16 +148,12 @@ fn up(paths: &Paths, topology: Topology) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
 fn test(paths: &Paths, topology: Topology, extra: &[&str]) -> Result<ExitCode> {
     eprintln!("stack:");
     let started = stack::up(paths, topology)?;
     let outcome = (|| -> Result<bool> {
         let binaries = services::build(paths)?;
-        let status = cargo()
+        let status = services::cargo()
             .args(["test", "--workspace"])
             .args(extra)
             .current_dir(&paths.repo)

@@ -24,31 +24,48 @@ pub const SERVICES: [(&str, u16); 4] = [
 
 /// `cargo build --workspace --bins`; returns the directory holding the binaries.
 pub fn build(paths: &Paths) -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--workspace", "--bins"])
-        .current_dir(&paths.repo)
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build failed");
-    Ok(target_dir(paths)?.join("debug"))
+    build_bins(paths, &["--workspace"], "debug")
 }
 
 /// `cargo build --release` of the four services and the benchmark harness in one call;
 /// the directory that holds the binaries.
 pub fn build_release_with_bench(paths: &Paths) -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--bins"])
-        .args(["-p", "gateway", "-p", "counter", "-p", "batch-writer"])
-        .args(["-p", "template-warmup", "-p", "spillway-tests"])
+    let args = [
+        "--release",
+        "-p",
+        "gateway",
+        "-p",
+        "counter",
+        "-p",
+        "batch-writer",
+        "-p",
+        "template-warmup",
+        "-p",
+        "spillway-tests",
+    ];
+    build_bins(paths, &args, "release")
+}
+
+/// `cargo build --bins <args>`; the directory of `profile` that holds the binaries.
+fn build_bins(paths: &Paths, args: &[&str], profile: &str) -> Result<PathBuf> {
+    let status = cargo()
+        .args(["build", "--bins"])
+        .args(args)
         .current_dir(&paths.repo)
         .status()?;
-    anyhow::ensure!(status.success(), "the release build failed");
-    Ok(target_dir(paths)?.join("release"))
+    anyhow::ensure!(status.success(), "cargo build {} failed", args.join(" "));
+    Ok(target_dir(paths)?.join(profile))
+}
+
+/// The cargo that runs xtask (`CARGO`), else the one on the PATH.
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 /// The directory cargo builds into (`CARGO_TARGET_DIR` when set).
 pub fn target_dir(paths: &Paths) -> Result<PathBuf> {
     let metadata = process::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        cargo()
             .args(["metadata", "--format-version", "1", "--no-deps"])
             .current_dir(&paths.repo),
     )?;
