@@ -49,15 +49,7 @@ async fn a_write_is_pending_at_once_then_committed_and_its_marker_is_gone() {
     assert_eq!(body["row"]["title"], "Road trip");
 
     let writer = spawn_batch_writer(&config).await;
-    let committed = eventually(
-        "the write is committed",
-        Duration::from_secs(20),
-        || async {
-            let (_, body) = api.read_write_as("playlists", &id, "alice").await;
-            (body["status"] == "committed").then_some(body)
-        },
-    )
-    .await;
+    let committed = committed_as_alice(&api, &id).await;
     assert_eq!(committed["row"]["title"], "Road trip");
     assert_eq!(committed["row"]["visibility"], "public");
     let mut redis = redis_client::connect().await;
@@ -106,6 +98,19 @@ fn row_event(sink: &str, row: serde_json::Value) -> WriteEvent {
         row: Some(sinks::to_struct(&row)),
         pending_marker: false,
     }
+}
+
+/// Alice's write `id` of the playlists sink once it reads as committed (its answer's body).
+async fn committed_as_alice(api: &Api, id: &str) -> serde_json::Value {
+    eventually(
+        "the write is committed",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.read_write_as("playlists", id, "alice").await;
+            (body["status"] == "committed").then_some(body)
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -492,15 +497,7 @@ async fn an_id_taken_by_another_member_is_refused_and_a_resent_write_is_a_replay
     );
     assert_eq!(kafka::end_offsets(&topic(&config)), 1);
     let writer = spawn_batch_writer(&config).await;
-    let committed = eventually(
-        "the write is committed",
-        Duration::from_secs(20),
-        || async {
-            let (_, body) = api.read_write_as("playlists", &id, "alice").await;
-            (body["status"] == "committed").then_some(body)
-        },
-    )
-    .await;
+    let committed = committed_as_alice(&api, &id).await;
     assert_eq!(
         (&committed["row"]["title"], &committed["row"]["member_id"]),
         (&json!("Mine"), &json!("alice"))
