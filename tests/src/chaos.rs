@@ -544,7 +544,7 @@ async fn xtask_stack(what: impl FnOnce() + Send + 'static) {
 
 /// The Redis Cluster's masters now (`host`, `port`).
 async fn cluster_masters() -> Vec<(String, u16)> {
-    let nodes = stack::Stack::from_env()
+    let nodes = stack::Stack::current()
         .redis_cluster_nodes
         .expect("this fault needs the Redis Cluster (cargo xtask test --cluster)");
     let mut connection = ClusterConnection::connect(&nodes, Duration::from_secs(5))

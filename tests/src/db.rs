@@ -6,7 +6,7 @@ use crate::{TestConfig, stack::Stack};
 
 /// A connection whose `search_path` is the test's schema (created if needed).
 pub async fn connect(config: &TestConfig) -> DatabaseConnection {
-    let mut options = sea_orm::ConnectOptions::new(Stack::from_env().database_url);
+    let mut options = sea_orm::ConnectOptions::new(Stack::current().database_url);
     options
         .set_schema_search_path(config.schema.clone())
         .sqlx_logging(false)

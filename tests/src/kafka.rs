@@ -16,7 +16,7 @@ use crate::stack::Stack;
 /// A producer that is not spillway: idempotent, acks=all, Java-compatible partitioning.
 pub fn producer() -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", Stack::from_env().kafka)
+        .set("bootstrap.servers", Stack::current().kafka)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -73,7 +73,7 @@ impl Record {
 /// Reads every record of a topic from the beginning until `expected` are seen or `timeout`.
 pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", Stack::from_env().kafka)
+        .set("bootstrap.servers", Stack::current().kafka)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -134,7 +134,7 @@ const OFFSET_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn offset_reader(group: &str) -> BaseConsumer {
     ClientConfig::new()
-        .set("bootstrap.servers", Stack::from_env().kafka)
+        .set("bootstrap.servers", Stack::current().kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()

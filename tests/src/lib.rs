@@ -88,7 +88,7 @@ impl TestConfig {
 
     /// The TOML file every service of this test reads.
     pub fn toml(&self) -> String {
-        let stack = stack::Stack::from_env();
+        let stack = stack::Stack::current();
         format!(
             r#"jwt_secret = "{JWT_SECRET}"
 # The tests' secret is a published sample one: accepted on the local stack only.
@@ -156,7 +156,7 @@ group_id = "{id}-template-warmup"
 
     /// The same deployment reaching S3 at `endpoint` (a [`s3_proxy::S3Proxy`]), same bucket.
     pub fn with_s3_endpoint(&self, endpoint: &str) -> Self {
-        let direct = stack::Stack::from_env().s3_endpoint;
+        let direct = stack::Stack::current().s3_endpoint;
         self.rewritten(|toml| {
             toml.replace(
                 &format!("endpoint = \"{direct}\""),
@@ -169,6 +169,25 @@ group_id = "{id}-template-warmup"
     /// (the generated file has one already, so `extra_toml` cannot add it).
     pub fn with_gateway_line(&self, line: &str) -> Self {
         self.rewritten(|toml| toml.replacen("[gateway]\n", &format!("[gateway]\n{line}\n"), 1))
+    }
+
+    /// The same deployment with `line` (`key = value`) added to namespace `namespace`'s
+    /// section, its consumers in groups of their own (`suffix`) and its Redis keys under a
+    /// prefix of their own: a second counter that counts the same topic from the start.
+    pub fn with_namespace_line_apart(&self, namespace: &str, line: &str, suffix: &str) -> Self {
+        let apart = self.with_group_suffix(suffix);
+        apart.rewritten(|toml| {
+            toml.replacen(
+                &format!("[namespaces.{namespace}]\n"),
+                &format!("[namespaces.{namespace}]\n{line}\n"),
+                1,
+            )
+            .replacen(
+                &format!("key_prefix = \"{}\"", self.key_prefix),
+                &format!("key_prefix = \"{}{suffix}:\"", self.key_prefix),
+                1,
+            )
+        })
     }
 
     /// The same deployment with the counter flushing every `ms` milliseconds (200 otherwise).
@@ -222,7 +241,7 @@ group_id = "{id}-template-warmup"
 
     /// The same deployment connecting to the database as `url` (another role).
     pub fn with_database_url(&self, url: &str) -> Self {
-        let shared = stack::Stack::from_env().database_url;
+        let shared = stack::Stack::current().database_url;
         self.rewritten(|toml| {
             toml.replace(&format!("url = \"{shared}\""), &format!("url = \"{url}\""))
         })

@@ -46,7 +46,7 @@ impl ConnectionLike for TestRedis {
 }
 
 pub async fn connect() -> TestRedis {
-    let stack = Stack::from_env();
+    let stack = Stack::current();
     match stack.redis_cluster_nodes {
         Some(nodes) => TestRedis::Cluster(
             ClusterConnection::connect(&nodes, Duration::from_secs(5))

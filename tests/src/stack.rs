@@ -5,9 +5,10 @@
 //!
 //! The topology is the one `cargo xtask test --cluster` (or `env --cluster`) names:
 //! `SPILLWAY_TEST_REDIS_CLUSTER=1` with `REDIS_CLUSTER_NODES`, `SPILLWAY_TEST_KAFKA_BROKERS=3`
-//! with the three brokers in `KAFKA_BOOTSTRAP`.
+//! with the three brokers in `KAFKA_BOOTSTRAP`. A benchmark that compares topologies in one
+//! run ([`crate::bench::scale`]) chooses one after the other with [`Stack::choose`].
 
-use std::process::Command;
+use std::{process::Command, sync::RwLock};
 
 /// Where the stack listens.
 #[derive(Debug, Clone)]
@@ -26,8 +27,41 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The stack [`Stack::choose`] set for the rest of this process, if any.
+static CHOSEN: RwLock<Option<Stack>> = RwLock::new(None);
+
 impl Stack {
-    pub fn from_env() -> Self {
+    /// The stack every helper of this crate talks to: the one chosen last, or the
+    /// environment's.
+    pub fn current() -> Self {
+        let chosen = CHOSEN.read().expect("chosen stack").clone();
+        chosen.unwrap_or_else(Self::from_env)
+    }
+
+    /// Points every later [`TestConfig`](crate::TestConfig), Kafka, Redis and database helper
+    /// of this process at `stack`.
+    pub fn choose(stack: Self) {
+        *CHOSEN.write().expect("chosen stack") = Some(stack);
+    }
+
+    /// The local cluster topology beside the environment's single nodes, as
+    /// `cargo xtask bench scale` exports it: the three brokers in `CLUSTER_KAFKA_BOOTSTRAP`,
+    /// the Redis Cluster's seeds in `REDIS_CLUSTER_NODES`.
+    pub fn local_cluster() -> Self {
+        let seeds = std::env::var("REDIS_CLUSTER_NODES").expect(
+            "REDIS_CLUSTER_NODES names the Redis Cluster (cargo xtask bench scale sets it)",
+        );
+        Self {
+            kafka: std::env::var("CLUSTER_KAFKA_BOOTSTRAP").expect(
+                "CLUSTER_KAFKA_BOOTSTRAP names the three brokers (cargo xtask bench scale sets it)",
+            ),
+            redis_cluster_nodes: Some(seeds.split(',').map(str::to_owned).collect()),
+            kafka_brokers: 3,
+            ..Self::from_env()
+        }
+    }
+
+    fn from_env() -> Self {
         Self {
             kafka: env_or("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:16379"),

@@ -164,7 +164,7 @@ impl PrivateRedis {
 /// `dir`), also when the topology has a Redis Cluster: the tests that flush Redis or fill it
 /// to its `maxmemory` do it on a private Redis of their own ([`PrivateRedis`]).
 pub fn with_redis(config: &TestConfig, url: &str, dir: &tempfile::TempDir) -> TestConfig {
-    let shared = crate::stack::Stack::from_env().redis_url;
+    let shared = crate::stack::Stack::current().redis_url;
     let text = std::fs::read_to_string(&config.file).expect("read test config");
     let mut moved = config.clone();
     moved.file = PathBuf::from(dir.path()).join("spillway.toml");

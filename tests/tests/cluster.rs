@@ -48,7 +48,7 @@ async fn two_of_each_service_behind_a_round_robin_count_store_and_hand_out_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_masters_killed_under_load_lose_and_double_nothing() {
     let _serial = SERIAL.lock().await;
-    if topology_lacks("the Redis Cluster", !Stack::from_env().redis_cluster()) {
+    if topology_lacks("the Redis Cluster", !Stack::current().redis_cluster()) {
         return;
     }
     let report = run(2, Faults::RedisMasterKills).await;
@@ -58,7 +58,7 @@ async fn redis_masters_killed_under_load_lose_and_double_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_master_that_lost_its_data_is_rebuilt_exactly() {
     let _serial = SERIAL.lock().await;
-    if topology_lacks("the Redis Cluster", !Stack::from_env().redis_cluster()) {
+    if topology_lacks("the Redis Cluster", !Stack::current().redis_cluster()) {
         return;
     }
     let report = run(1, Faults::RedisMasterFlush).await;
@@ -68,7 +68,7 @@ async fn a_redis_master_that_lost_its_data_is_rebuilt_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_brokers_killed_under_load_and_restarted_lose_and_double_nothing() {
     let _serial = SERIAL.lock().await;
-    if topology_lacks("three Kafka brokers", Stack::from_env().kafka_brokers < 3) {
+    if topology_lacks("three Kafka brokers", Stack::current().kafka_brokers < 3) {
         return;
     }
     let report = run(2, Faults::KafkaBrokerKills).await;

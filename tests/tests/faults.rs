@@ -42,7 +42,7 @@ async fn readiness_stays_200_while_a_dependency_is_down_and_the_verbose_check_na
         .unwrap();
     // On the cluster topology the services' Redis is the Redis Cluster (all six nodes are
     // stopped); `kafka` names the three brokers there.
-    let redis = match stack::Stack::from_env().redis_cluster() {
+    let redis = match stack::Stack::current().redis_cluster() {
         true => "redis-cluster",
         false => "redis",
     };

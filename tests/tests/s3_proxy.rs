@@ -15,7 +15,7 @@ async fn calls_through_the_proxy_are_delayed_counted_and_refused_when_paused() {
     let config = TestConfig::new("");
     let (_, bucket) = objects::bucket(&config).await;
     let latency = Duration::from_millis(LATENCY_MS)..=Duration::from_millis(LATENCY_MS + 20);
-    let proxy = S3Proxy::start(&Stack::from_env().s3_endpoint, latency)
+    let proxy = S3Proxy::start(&Stack::current().s3_endpoint, latency)
         .await
         .expect("proxy starts");
     let settings = config.with_s3_endpoint(&proxy.endpoint()).settings();

@@ -26,7 +26,7 @@ sql = \"SELECT id, title FROM playlists WHERE member_id = $1\"
 
 /// `DATABASE_URL` with another user.
 fn url_as(role: &str) -> String {
-    let url = Stack::from_env().database_url;
+    let url = Stack::current().database_url;
     let (scheme, rest) = url.split_once("://").expect("a URL");
     let host = rest.split_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{role}@{host}")

@@ -61,6 +61,16 @@ pub fn stack_variables(topology: Topology) -> Vec<(&'static str, String)> {
     variables
 }
 
+/// The local cluster topology's addresses under names that leave the single nodes' in place,
+/// for `cargo xtask bench scale`, which runs on both: `CLUSTER_KAFKA_BOOTSTRAP` (the three
+/// brokers) and `REDIS_CLUSTER_NODES`.
+pub fn cluster_beside() -> Vec<(&'static str, String)> {
+    vec![
+        ("CLUSTER_KAFKA_BOOTSTRAP", kafka_cluster::bootstrap()),
+        ("REDIS_CLUSTER_NODES", redis_cluster::seed_urls().join(",")),
+    ]
+}
+
 /// The overrides that point the services at the cluster topology (the sample configuration
 /// names the single nodes).
 fn service_overrides(topology: Topology) -> Vec<(&'static str, String)> {

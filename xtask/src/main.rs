@@ -46,7 +46,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                            kill every service in turn and flush Redis under a mixed load,
                            then check nothing acknowledged was lost or doubled (default 2)
   bench <name> [args]      run a benchmark against the stack (stack, counters,
-                           batch-writer, templates, reads, views, queues, peers)
+                           batch-writer, templates, reads, views, queues, peers,
+                           scale: single nodes, then the cluster topology)
   stack up|down|status [topology]
                            the infrastructure only
   stack start <component>  start one component alone (its nodes that are down, for a cluster)
@@ -211,8 +212,19 @@ fn chaos(paths: &Paths, args: &[&str]) -> Result<ExitCode> {
 }
 
 fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
-    let topology = Topology::from_env()?;
+    // `scale` runs on the single nodes, then on the local cluster topology beside them.
+    let scale = name == "scale";
+    let topology = if scale {
+        Topology::SINGLE
+    } else {
+        Topology::from_env()?
+    };
     stack::up(paths, topology)?;
+    let mut variables = env::stack_variables(topology);
+    if scale {
+        stack::up(paths, Topology::CLUSTER)?;
+        variables.extend(env::cluster_beside());
+    }
     // One release build of the services (benchmarks run them as processes of their own)
     // and the bench binary: two cargo calls with different package sets would unify the
     // features differently and rebuild spillway-core and its dependents each time.
@@ -221,7 +233,7 @@ fn bench(paths: &Paths, name: &str, extra: &[&str]) -> Result<ExitCode> {
         .arg(name)
         .args(extra)
         .current_dir(&paths.repo)
-        .envs(env::stack_variables(topology))
+        .envs(variables)
         .status()?;
     Ok(if status.success() {
         ExitCode::SUCCESS

@@ -33,6 +33,12 @@ impl Topology {
         kafka_brokers: 1,
     };
 
+    /// The local cluster topology: the Redis Cluster and three brokers.
+    pub const CLUSTER: Self = Self {
+        redis_cluster: true,
+        kafka_brokers: kafka_cluster::BROKERS,
+    };
+
     pub fn kafka_cluster(&self) -> bool {
         self.kafka_brokers > 1
     }

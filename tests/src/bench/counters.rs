@@ -361,7 +361,7 @@ impl NaiveProcess {
 /// The naive app (`spillway-bench naive-likes-server`): likes in PostgreSQL, counted in the
 /// same transaction; serves until killed.
 pub async fn serve_naive(schema: &str, port: u16) -> anyhow::Result<()> {
-    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::from_env().database_url);
+    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::current().database_url);
     options
         .set_schema_search_path(schema.to_owned())
         .max_connections(20)

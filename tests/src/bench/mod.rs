@@ -6,6 +6,7 @@ pub mod counters;
 pub mod cpu;
 pub mod peers;
 pub mod queues;
+pub mod scale;
 pub mod stack;
 pub mod templates;
 pub mod views;

@@ -154,13 +154,41 @@ async fn counters(
     })
     .await?;
     eprintln!("peers: spillway's counter counting");
-    let spillway = spillway_counter(&config, workload, keys_used).await?;
+    let (spillway, split) = spillway_counter(&config, workload, keys_used).await?;
+    // Kafka Streams' exactly-once is by offsets only: an event published twice counts twice.
+    // spillway also remembers every event id for a day by default; without that window it
+    // gives the peer's guarantee, on the same topic from the start.
+    eprintln!("peers: spillway's counter counting, dedupe_window_seconds = 0");
+    let offsets_only = config.with_namespace_line_apart(
+        &workload.namespace,
+        "dedupe_window_seconds = 0",
+        "offsets-only",
+    );
+    forget_counts(&config).await?;
+    let (spillway_offsets_only, split_offsets_only) =
+        spillway_counter(&offsets_only, workload, keys_used).await?;
 
     let peer_name = format!(
         "Kafka Streams 4.4, exactly_once_v2, {} stream threads",
         options.streams_threads
     );
     compare(report, &work, &peer_name, &peer, &spillway, "events");
+    compare(
+        report,
+        &format!("{work}, spillway without the event-id window (offsets only, as the peer)"),
+        &peer_name,
+        &peer,
+        &spillway_offsets_only,
+        "events",
+    );
+    report.finding(
+        &format!("{work}: spillway's counter time"),
+        split.describe(&spillway),
+    );
+    report.finding(
+        &format!("{work}: spillway's counter time, offsets only"),
+        split_offsets_only.describe(&spillway_offsets_only),
+    );
     report.finding(
         &format!("{work}: hottest key's share of the events"),
         format!(
@@ -171,12 +199,22 @@ async fn counters(
     Ok(())
 }
 
+/// Empties the counter tables of `config`'s schema, for a second counter run on the same
+/// events.
+async fn forget_counts(config: &TestConfig) -> anyhow::Result<()> {
+    let database = db::connect(config).await;
+    database
+        .execute_unprepared("TRUNCATE counter_values, counter_members, counter_recent_events")
+        .await?;
+    Ok(())
+}
+
 /// spillway's counter, in this process, from its build until `counter_values` is exact.
 async fn spillway_counter(
     config: &TestConfig,
     workload: &CounterWorkload,
     keys_used: usize,
-) -> anyhow::Result<Drain> {
+) -> anyhow::Result<(Drain, TimeSplit)> {
     let database = db::connect(config).await;
     let started = Instant::now();
     let meter = CpuMeter::start(std::process::id());
@@ -189,6 +227,7 @@ async fn spillway_counter(
     )
     .await;
     let cpu = meter.stop();
+    let split = TimeSplit::of_counter(&counter.metrics().await);
     counter.stop().await?;
     let (progress, finished) = outcome?;
     let rows = db::scalar(
@@ -200,7 +239,44 @@ async fn spillway_counter(
     if rows != keys_used as i64 {
         bail!("counter_values has {rows} counters, the events named {keys_used}");
     }
-    Ok(progress.finish(finished, workload.expected_sum() as u64, cpu))
+    let drain = progress.finish(finished, workload.expected_sum() as u64, cpu);
+    Ok((drain, split))
+}
+
+/// Where the counter's time went, from its own metrics: handling batches (decode excluded:
+/// the apply to Redis and the loads of cold counters) and flushing to PostgreSQL, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct TimeSplit {
+    batches: f64,
+    flushes: f64,
+    flush_count: f64,
+}
+
+impl TimeSplit {
+    fn of_counter(metrics: &str) -> Self {
+        let sum = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .filter(|line| line.starts_with(name))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Self {
+            batches: sum("spillway_counter_batch_duration_seconds_sum"),
+            flushes: sum("spillway_counter_flush_duration_seconds_sum"),
+            flush_count: sum("spillway_counter_flush_duration_seconds_count"),
+        }
+    }
+
+    fn describe(&self, drain: &Drain) -> String {
+        format!(
+            "of {:.1} s from start: {:.1} s handling batches, {:.1} s in {:.0} flushes",
+            drain.from_start.as_secs_f64(),
+            self.batches,
+            self.flushes,
+            self.flush_count
+        )
+    }
 }
 
 /// The table of a rows case and what it must hold at the end.

@@ -23,7 +23,7 @@ const KAFKA_ROUND_TRIPS: usize = 1_000;
 const BASELINE: &str = "loopback TCP echo";
 
 pub async fn run() -> anyhow::Result<Report> {
-    let stack = Stack::from_env();
+    let stack = Stack::current();
     let mut report = Report::new("stack");
     report.add(
         BASELINE,

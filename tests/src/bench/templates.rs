@@ -50,7 +50,7 @@ fn config() -> TestConfig {
 pub async fn run() -> anyhow::Result<Report> {
     let mut report = Report::new("templates");
     let config = config();
-    let upstream = Stack::from_env().s3_endpoint;
+    let upstream = Stack::current().s3_endpoint;
     let gateway_s3 = S3Proxy::start(&upstream, LATENCY).await?;
     let warmup_s3 = S3Proxy::start(&upstream, LATENCY).await?;
     let (client, bucket) = objects::bucket(&config).await;

@@ -155,7 +155,7 @@ async fn direct_checks(
     enrollments: &Arc<Vec<Enrollment>>,
 ) -> anyhow::Result<Measured> {
     let before = settled_table_scans(database, "lectures").await;
-    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::from_env().database_url);
+    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::current().database_url);
     options
         .set_schema_search_path(config.schema.clone())
         .max_connections(DIRECT_POOL)

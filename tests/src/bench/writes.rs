@@ -123,7 +123,7 @@ async fn naive_server(config: &TestConfig) -> anyhow::Result<String> {
              title text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::from_env().database_url);
+    let mut options = sea_orm::ConnectOptions::new(crate::stack::Stack::current().database_url);
     options
         .set_schema_search_path(config.schema.clone())
         .max_connections(20)

@@ -20,10 +20,11 @@ async fn main() -> Result<()> {
         "batch-writer" => bench::writes::run().await?,
         "templates" => bench::templates::run().await?,
         "peers" => bench::peers::run(&args[1..]).await?,
+        "scale" => bench::scale::run().await?,
         "reads" | "views" | "queues" => reads(&name).await?,
         other => bail!(
             "unknown benchmark `{other}`; known: stack, counters, batch-writer, templates, \
-             reads (views and queues), peers"
+             reads (views and queues), peers, scale"
         ),
     };
     report.publish()?;

@@ -71,10 +71,7 @@ pub fn components(topology: Topology) -> Vec<Box<dyn Component>> {
 
 /// Every component of every topology, in start order.
 fn all_components() -> Vec<Box<dyn Component>> {
-    let mut components = components(Topology {
-        redis_cluster: true,
-        kafka_brokers: kafka_cluster::BROKERS,
-    });
+    let mut components = components(Topology::CLUSTER);
     components.insert(1, Box::new(kafka::Kafka));
     components
 }

@@ -101,15 +101,15 @@ plugin.path={plugins}
 listeners=http://127.0.0.1:{rest_port}
 consumer.max.poll.records={BATCH_ROWS}
 ",
-        kafka = Stack::from_env().kafka,
+        kafka = Stack::current().kafka,
         offsets = dir.join("offsets").display(),
         plugins = case.artifacts.connect_plugin_path.display(),
     )
 }
 
 fn connector_properties(case: &ConnectCase<'_>) -> anyhow::Result<String> {
-    let database = reqwest::Url::parse(&Stack::from_env().database_url)
-        .context("DATABASE_URL is not a URL")?;
+    let database =
+        reqwest::Url::parse(&Stack::current().database_url).context("DATABASE_URL is not a URL")?;
     Ok(format!(
         "name={name}
 connector.class={CONNECTOR_CLASS}

@@ -35,7 +35,7 @@ pub async fn count(case: StreamsCase<'_>) -> anyhow::Result<Drain> {
     workload::create_topic(&output).await?;
     let dir = tempfile::tempdir()?;
     let args = [
-        format!("bootstrap={}", Stack::from_env().kafka),
+        format!("bootstrap={}", Stack::current().kafka),
         format!("input={}", case.input),
         format!("output={output}"),
         format!("application-id={}", case.application_id),

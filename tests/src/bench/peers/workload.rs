@@ -188,7 +188,7 @@ pub fn rows_csv(rows: &[Row]) -> String {
 /// A fresh topic of three partitions for one workload.
 pub async fn create_topic(name: &str) -> anyhow::Result<()> {
     spillway_core::kafka::admin::ensure_topics(
-        &Stack::from_env().kafka,
+        &Stack::current().kafka,
         &[(name.to_owned(), TOPIC_PARTITIONS)],
     )
     .await?;
