@@ -19,10 +19,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -157,11 +154,6 @@ pub struct CounterHandler {
     /// Partitions taken from this instance by a rebalance and not given back: what it still
     /// applies of them (a batch in flight) is not its to flush; their new owner replays it.
     revoked: Mutex<HashSet<i32>>,
-    /// Set when this handler asked for a rewind, until the loop has rewound: the flush runs
-    /// beside the batches, so one may see Redis emptied while a batch is being applied, and
-    /// no batch may load and apply counters until the replay starts (it would apply events
-    /// past the committed offsets, and the replay would then skip the ones before them).
-    rewinding: AtomicBool,
     last_cleanup: Mutex<Instant>,
     /// The traces the next flush continues.
     traces: spans::FlushTraces,
@@ -193,7 +185,6 @@ impl CounterHandler {
             epoch: Mutex::new(None),
             dirty: Mutex::new(Dirty::default()),
             revoked: Mutex::new(HashSet::new()),
-            rewinding: AtomicBool::new(false),
             last_cleanup: Mutex::new(Instant::now()),
             traces: spans::FlushTraces::default(),
         }
@@ -284,7 +275,11 @@ impl CounterHandler {
         match epoch.as_deref() {
             Some(known) if known != current => {
                 *epoch = Some(current);
-                Err(self.rewind("Redis was emptied; rebuilding from the database".into()))
+                self.dirty.lock().expect("dirty lock").by_partition.clear();
+                self.metrics.rebuilds.inc();
+                Err(HandlerError::Rewind(
+                    "Redis was emptied; rebuilding from the database".into(),
+                ))
             }
             _ => {
                 *epoch = Some(current);
@@ -307,18 +302,12 @@ impl CounterHandler {
     /// master of its slot lost with its data, which the epoch in another slot cannot see):
     /// like an emptied Redis, the consumer must read again from the committed offsets.
     fn lost(&self, namespace: &str, entity_id: &str) -> HandlerError {
-        self.rewind(format!(
+        self.dirty.lock().expect("dirty lock").by_partition.clear();
+        self.metrics.rebuilds.inc();
+        HandlerError::Rewind(format!(
             "Redis lost counter {namespace}/{entity_id} before its events were flushed; \
              rebuilding from the database"
         ))
-    }
-
-    /// Forgets every unflushed change and refuses batches until the loop has rewound.
-    fn rewind(&self, reason: String) -> HandlerError {
-        self.rewinding.store(true, Ordering::SeqCst);
-        self.dirty.lock().expect("dirty lock").by_partition.clear();
-        self.metrics.rebuilds.inc();
-        HandlerError::Rewind(reason)
     }
 
     /// Loads counters from the database into Redis; returns the ones whose row is corrupt
@@ -536,11 +525,6 @@ impl BatchHandler for CounterHandler {
         &self,
         batch: &[Delivery<CounterEvent>],
     ) -> Result<Vec<Rejection>, HandlerError> {
-        if self.rewinding.load(Ordering::SeqCst) {
-            return Err(HandlerError::Rewind(
-                "a rewind is under way; this batch is replayed after it".into(),
-            ));
-        }
         let mut rejections = Vec::new();
         let counters = self.group(batch, &mut rejections);
         let spans: Vec<Span> = if spans::wanted() {
@@ -561,10 +545,6 @@ impl BatchHandler for CounterHandler {
     }
 
     async fn flush(&self) -> Result<(), HandlerError> {
-        if self.rewinding.load(Ordering::SeqCst) {
-            // What was handled since the last flush may be gone from Redis: never stored.
-            return Err(HandlerError::Rewind("a rewind is under way".into()));
-        }
         let snapshot = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"));
         if snapshot.entity_count() == 0 {
             return Ok(());
@@ -607,16 +587,6 @@ impl BatchHandler for CounterHandler {
         for (_, partition) in assigned {
             lost.remove(partition);
         }
-    }
-
-    fn on_rewound(&self) {
-        self.rewinding.store(false, Ordering::SeqCst);
-    }
-
-    /// The write-behind to PostgreSQL runs while the next batches are applied to Redis: the
-    /// flush takes the dirty counters when it starts, the batches mark the next flush's.
-    fn flush_in_background(&self) -> bool {
-        true
     }
 
     fn flush_due(&self, since_last_flush: Duration) -> bool {

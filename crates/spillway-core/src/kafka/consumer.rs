@@ -9,12 +9,6 @@
 //! and buffered messages of revoked partitions are dropped (their new owner replays them); on
 //! shutdown the loop finishes its batch, flushes, stores and commits synchronously.
 //!
-//! A handler whose flush is long (the counter's write-behind to PostgreSQL) may let it run in
-//! the background ([`BatchHandler::flush_in_background`]): the loop goes on handling the next
-//! batches while it runs, stores the offsets of what the flush covered once it succeeded, and
-//! runs one flush at a time (a flush due while one runs waits for it, partitions paused). A
-//! background flush that fails is retried in the foreground, as every flush is otherwise.
-//!
 //! Each batch is handled in a `kafka.batch` span (topic, partitions, size). While traces are
 //! exported, each record's W3C `traceparent` header is read into [`Delivery::trace_parent`]:
 //! the batch span links to the sampled ones, and a handler makes its span for a message (or a
@@ -22,8 +16,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -147,17 +139,6 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn flush_due(&self, _since_last_flush: Duration) -> bool {
         true
     }
-
-    /// Called once the loop has gone back to the committed offsets after a
-    /// [`HandlerError::Rewind`]: what it receives from now on is the replay.
-    fn on_rewound(&self) {}
-
-    /// Whether the loop may go on calling `handle` while `flush` runs. A handler that says
-    /// yes takes, when its flush starts, everything handled until then, and keeps what it
-    /// handles during the flush for the next one. Default: no, batches wait for the flush.
-    fn flush_in_background(&self) -> bool {
-        false
-    }
 }
 
 /// How a consumer joins its group.
@@ -184,9 +165,6 @@ pub struct LoopContext {
     /// rebalance assigned them back; what arrives after it is fresh (fetched again from the
     /// committed offset).
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
-    /// While a background flush runs: the partitions revoked since it started, whose offsets
-    /// it may not store.
-    revoked_during_flush: std::sync::Mutex<Option<Vec<(String, i32)>>>,
     rebalanced: AtomicBool,
     metrics: Metrics,
     on_revoke: PartitionsHook,
@@ -225,14 +203,6 @@ impl ConsumerContext for LoopContext {
             commit_stored(consumer);
             let revoked = partitions(list);
             (self.on_revoke)(&revoked);
-            if let Some(during_flush) = self
-                .revoked_during_flush
-                .lock()
-                .expect("revoked lock")
-                .as_mut()
-            {
-                during_flush.extend(revoked.iter().cloned());
-            }
             self.revoked.lock().expect("revoked lock").extend(revoked);
         }
         self.rebalanced.store(true, Ordering::SeqCst);
@@ -268,20 +238,6 @@ impl PendingOffsets {
             .or_insert(offset);
         *last = (*last).max(offset);
     }
-
-    /// Takes back the offsets of a flush that did not succeed.
-    fn merge(&mut self, other: PendingOffsets) {
-        for ((topic, partition), offset) in other.0 {
-            self.record(&topic, partition, offset);
-        }
-    }
-}
-
-/// A flush running while the loop handles the next batches: the offsets it makes storable
-/// once it succeeds, and the handler's flush.
-struct BackgroundFlush<'a> {
-    offsets: PendingOffsets,
-    flush: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>,
 }
 
 /// The consumer loop for one handler.
@@ -290,9 +246,6 @@ pub struct ConsumerLoop<H: BatchHandler> {
     /// Partitions revoked while a batch was in the handler or a flush was retrying: the
     /// offsets of what was received before cannot be stored (the handler forgot its share).
     revoked_in_flight: std::sync::Mutex<Vec<(String, i32)>>,
-    /// A background flush failed: the next flush runs in the foreground, retried with the
-    /// partitions paused, so a database that is down does not let unflushed work pile up.
-    background_failed: AtomicBool,
     handler: Arc<H>,
     dlq: dlq::DeadLetterQueue,
     metrics: Metrics,
@@ -315,7 +268,6 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         let (revoking, assigning) = (handler.clone(), handler.clone());
         let context = LoopContext {
             revoked: std::sync::Mutex::new(Vec::new()),
-            revoked_during_flush: std::sync::Mutex::new(None),
             rebalanced: AtomicBool::new(false),
             metrics: metrics.clone(),
             on_revoke: Box::new(move |revoked| revoking.on_revoke(revoked)),
@@ -335,7 +287,6 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         Ok(Self {
             consumer,
             revoked_in_flight: std::sync::Mutex::new(Vec::new()),
-            background_failed: AtomicBool::new(false),
             handler,
             dlq,
             metrics,
@@ -351,198 +302,36 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         let mut pending = PendingOffsets::default();
         let mut carried = Vec::new();
         let mut last_flush = Instant::now();
-        let mut background: Option<BackgroundFlush<'_>> = None;
         while !shutdown.is_cancelled() {
-            let mut outcome = self
-                .step_beside(&mut background, &mut pending, &mut carried, &shutdown)
+            let mut messages = self
+                .collect_batch(&shutdown, std::mem::take(&mut carried), &mut pending)
                 .await;
+            self.forget_unassigned(&mut messages, &mut pending);
+            let mut outcome = Ok(());
+            if !messages.is_empty() {
+                outcome = self
+                    .process(messages, &mut pending, &mut carried, &shutdown)
+                    .await;
+            }
             if outcome.is_ok()
                 && !pending.0.is_empty()
                 && self.handler.flush_due(last_flush.elapsed())
             {
-                outcome = self
-                    .flush_now(&mut background, &mut pending, &mut carried, &shutdown)
-                    .await;
+                outcome = self.flush(&mut pending, &mut carried, &shutdown).await;
                 last_flush = Instant::now();
             }
             match outcome {
                 Ok(()) => {}
                 Err(Interrupted::Shutdown) => break,
                 Err(Interrupted::Rewind) => {
-                    if let Some(flush) = background.take() {
-                        // What it wrote stays written; its offsets are not stored (replayed).
-                        let _ = flush.flush.await;
-                        self.stop_tracking_revokes();
-                    }
                     pending = PendingOffsets::default();
                     carried.clear();
                     self.rewind_with_retries(&shutdown).await?;
-                    self.handler.on_rewound();
                 }
             }
         }
-        if let Some(flush) = background.take() {
-            let result = flush.flush.await;
-            if let Err(Interrupted::Rewind) = self.settle(flush.offsets, result, &mut pending).await
-            {
-                // The handler's state is lost: nothing is stored, all of it is replayed.
-                pending = PendingOffsets::default();
-            }
-        }
-        drop(background);
         self.drain(pending).await;
         Ok(())
-    }
-
-    /// Collects a batch and processes it: one turn of the loop.
-    async fn step(
-        &self,
-        pending: &mut PendingOffsets,
-        carried: &mut Vec<OwnedMessage>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Interrupted> {
-        let mut messages = self
-            .collect_batch(shutdown, std::mem::take(carried), pending)
-            .await;
-        self.forget_unassigned(&mut messages, pending);
-        if messages.is_empty() {
-            return Ok(());
-        }
-        self.process(messages, pending, carried, shutdown).await
-    }
-
-    /// One [`Self::step`] while the background flush, if any, goes on; a flush that ends
-    /// meanwhile is settled once the step is done (a step is never cut short).
-    async fn step_beside<'a>(
-        &'a self,
-        background: &mut Option<BackgroundFlush<'a>>,
-        pending: &mut PendingOffsets,
-        carried: &mut Vec<OwnedMessage>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Interrupted> {
-        let (outcome, flushed) = {
-            let step = self.step(pending, carried, shutdown);
-            tokio::pin!(step);
-            let flushed = match background.as_mut() {
-                None => None,
-                Some(running) => tokio::select! {
-                    outcome = &mut step => return outcome,
-                    result = &mut running.flush => Some(result),
-                },
-            };
-            ((&mut step).await, flushed)
-        };
-        let Some(result) = flushed else {
-            return outcome;
-        };
-        let flush = background.take().expect("the flush that ended");
-        let settled = self.settle(flush.offsets, result, pending).await;
-        outcome.and(settled)
-    }
-
-    /// A flush that is due: in the foreground (the default, or after a background flush
-    /// failed), or started in the background once the one in flight, if any, has ended.
-    async fn flush_now<'a>(
-        &'a self,
-        background: &mut Option<BackgroundFlush<'a>>,
-        pending: &mut PendingOffsets,
-        carried: &mut Vec<OwnedMessage>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Interrupted> {
-        if !self.handler.flush_in_background() {
-            return self.flush(pending, carried, shutdown).await;
-        }
-        if let Some(flush) = background.take() {
-            let result = self.wait_for_flush(flush.flush, carried, shutdown).await;
-            self.settle(flush.offsets, result, pending).await?;
-        }
-        if self.background_failed.swap(false, Ordering::SeqCst) {
-            return self.flush(pending, carried, shutdown).await;
-        }
-        *self
-            .consumer
-            .context()
-            .revoked_during_flush
-            .lock()
-            .expect("revoked lock") = Some(Vec::new());
-        *background = Some(BackgroundFlush {
-            offsets: std::mem::take(pending),
-            flush: self.handler.flush(),
-        });
-        Ok(())
-    }
-
-    /// Waits for a background flush to end, the partitions paused and the consumer polled
-    /// meanwhile (what arrives is carried into the next batch).
-    async fn wait_for_flush<'a>(
-        &self,
-        mut flush: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>,
-        carried: &mut Vec<OwnedMessage>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), HandlerError> {
-        let mut paused: Option<TopicPartitionList> = None;
-        let result = loop {
-            tokio::select! {
-                result = &mut flush => break result,
-                waited = self.wait_polling(IDLE_POLL, carried, shutdown) => {
-                    if waited.is_err() {
-                        break flush.await;
-                    }
-                    if paused.is_none() {
-                        paused = self.pause();
-                    }
-                }
-            }
-        };
-        if let Some(partitions) = paused
-            && let Err(error) = self.consumer.resume(&partitions)
-        {
-            tracing::warn!(%error, "resuming partitions failed");
-        }
-        result
-    }
-
-    /// Ends a background flush: stores its offsets (but those of partitions revoked since it
-    /// started) once it succeeded; on a failure takes them back for the next flush, which
-    /// runs in the foreground.
-    async fn settle(
-        &self,
-        mut offsets: PendingOffsets,
-        result: Result<(), HandlerError>,
-        pending: &mut PendingOffsets,
-    ) -> Result<(), Interrupted> {
-        let revoked = self.stop_tracking_revokes();
-        drop_stale(&revoked, &mut Vec::new(), &mut offsets);
-        match result {
-            Ok(()) => {
-                faults::point(faults::CONSUMER_AFTER_FLUSH);
-                self.store(offsets);
-                self.handler.after_store().await;
-                Ok(())
-            }
-            Err(HandlerError::Rewind(reason)) => {
-                tracing::warn!(%reason, "handler state lost: re-reading from committed offsets");
-                Err(Interrupted::Rewind)
-            }
-            Err(HandlerError::Retry(error)) => {
-                self.metrics.flush_failures.inc();
-                tracing::warn!(%error, "background flush failed; flushing again in the foreground");
-                pending.merge(offsets);
-                self.background_failed.store(true, Ordering::SeqCst);
-                Ok(())
-            }
-        }
-    }
-
-    /// The partitions revoked since the background flush started; stops recording them.
-    fn stop_tracking_revokes(&self) -> Vec<(String, i32)> {
-        self.consumer
-            .context()
-            .revoked_during_flush
-            .lock()
-            .expect("revoked lock")
-            .take()
-            .unwrap_or_default()
     }
 
     /// Waits for a first message (up to [`IDLE_POLL`]), then fills the batch until it is full
