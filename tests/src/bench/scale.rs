@@ -16,9 +16,12 @@
 //! generator): the figures say what the extra hops and the replication cost, not what a
 //! cluster of machines can carry.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use super::{Report, Samples, Summary, closed_loop, cpu::CpuMeter, cpu::CpuSplit};
+use super::{Report, Samples, Summary, cpu::CpuMeter, cpu::CpuSplit};
 use crate::{
     SAMPLE_NAMESPACES, SAMPLE_SINKS, TestConfig, api::Api, db, eventually, process::ServiceProcess,
     stack::Stack,
@@ -27,6 +30,8 @@ use crate::{
 const CLIENTS: usize = 100;
 const REQUESTS_PER_CLIENT: usize = 200;
 const VIDEOS: usize = 1_000;
+/// How long a client waits before sending again what was answered 503.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// The longest a load's effect may take to reach the database.
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -59,7 +64,10 @@ fn topologies() -> [Topology; 3] {
 
 /// What one load measured on one topology.
 struct Load {
+    /// The latencies of the answered attempts.
     accepted: Samples,
+    /// Attempts answered 503 and tried again.
+    retried: u64,
     /// Requests per second from the first request until the database held them all.
     settled_per_second: f64,
     cpu: CpuSplit,
@@ -104,8 +112,8 @@ pub async fn run() -> anyhow::Result<Report> {
 
 fn load_note(load: &Load, what: &str) -> String {
     format!(
-        "100 clients; all in the database at {:.0} {what}/s; server CPU {}",
-        load.settled_per_second, load.cpu
+        "100 clients; {} answers 503 tried again; all in the database at {:.0} {what}/s; server CPU {}",
+        load.retried, load.settled_per_second, load.cpu
     )
 }
 
@@ -170,7 +178,7 @@ async fn likes(
     let meter = CpuMeter::start_for(pids.to_vec());
     let started = Instant::now();
     let load_gateways = gateways.to_vec();
-    let accepted = closed_loop(CLIENTS, REQUESTS_PER_CLIENT, move |client, i| {
+    let (accepted, retried) = retrying_closed_loop(move |client, i| {
         let api = pick(&load_gateways, client, i);
         async move {
             let video = format!("video-{}", i % VIDEOS);
@@ -186,6 +194,7 @@ async fn likes(
     .await?;
     Ok(Load {
         accepted,
+        retried,
         settled_per_second: (CLIENTS * REQUESTS_PER_CLIENT) as f64
             / started.elapsed().as_secs_f64(),
         cpu: meter.stop(),
@@ -200,10 +209,19 @@ async fn writes(
     let meter = CpuMeter::start_for(pids.to_vec());
     let started = Instant::now();
     let load_gateways = gateways.to_vec();
-    let accepted = closed_loop(CLIENTS, REQUESTS_PER_CLIENT, move |client, i| {
+    // Each row has its id (the uuid column), so a write tried again after a 503 (which may
+    // have reached Kafka all the same) is the same row.
+    let ids: Arc<Vec<String>> = Arc::new(
+        (0..CLIENTS * REQUESTS_PER_CLIENT)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect(),
+    );
+    let (accepted, retried) = retrying_closed_loop(move |client, i| {
         let api = pick(&load_gateways, client, i);
+        let id = ids[client * REQUESTS_PER_CLIENT + i].clone();
         async move {
-            let row = serde_json::json!({"title": format!("list {i}"), "visibility": "public"});
+            let row =
+                serde_json::json!({"id": id, "title": format!("list {i}"), "visibility": "public"});
             api.write("playlists", &format!("m{client}"), &row)
                 .await
                 .0
@@ -218,10 +236,59 @@ async fn writes(
     .await?;
     Ok(Load {
         accepted,
+        retried,
         settled_per_second: (CLIENTS * REQUESTS_PER_CLIENT) as f64
             / started.elapsed().as_secs_f64(),
         cpu: meter.stop(),
     })
+}
+
+/// [`CLIENTS`] clients sending [`REQUESTS_PER_CLIENT`] requests each, one after another, as
+/// [`super::closed_loop`] does, but as clients of a topology that may answer 503 under this
+/// load: a 503 is sent again after [`RETRY_AFTER`] (the same like, the same row id) and
+/// counted; the latencies are those of the answered attempts. Any other failure stops the
+/// benchmark.
+async fn retrying_closed_loop<F, Fut>(request: F) -> (Samples, u64)
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = u16> + Send,
+{
+    let started = Instant::now();
+    let tasks = (0..CLIENTS).map(|client| {
+        let request = request.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(REQUESTS_PER_CLIENT);
+            let mut retried = 0;
+            for i in 0..REQUESTS_PER_CLIENT {
+                loop {
+                    let attempt = Instant::now();
+                    match request(client, i).await {
+                        200..300 => {
+                            latencies.push(attempt.elapsed());
+                            break;
+                        }
+                        503 => {
+                            retried += 1;
+                            tokio::time::sleep(RETRY_AFTER).await;
+                        }
+                        status => panic!("a request failed with {status}"),
+                    }
+                }
+            }
+            (latencies, retried)
+        })
+    });
+    let mut samples = Samples::with_capacity(CLIENTS * REQUESTS_PER_CLIENT);
+    let mut retried = 0;
+    for outcome in futures::future::join_all(tasks).await {
+        let (latencies, client_retried) = outcome.expect("client task");
+        for latency in latencies {
+            samples.record(latency);
+        }
+        retried += client_retried;
+    }
+    samples.set_elapsed(started.elapsed());
+    (samples, retried)
 }
 
 /// Waits until `count_sql` counts every request of a load, at most [`SETTLE`].
