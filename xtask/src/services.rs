@@ -101,8 +101,6 @@ pub fn migrate(paths: &Paths, binaries: &std::path::Path, topology: Topology) ->
     Ok(())
 }
 
-/// Migrates the database, then starts every service whose port is free and waits until each
-/// is ready.
 /// The services not listening yet: the ones [`start`] will start, so a caller can stop
 /// exactly those afterwards (also when starting fails half-way).
 pub fn not_running() -> Vec<&'static str> {
@@ -113,6 +111,8 @@ pub fn not_running() -> Vec<&'static str> {
         .collect()
 }
 
+/// Migrates the database, then starts every service whose port is free and waits until each
+/// is ready.
 pub fn start(paths: &Paths, binaries: &std::path::Path, topology: Topology) -> Result<()> {
     migrate(paths, binaries, topology)?;
     for (name, port) in SERVICES {

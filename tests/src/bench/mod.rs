@@ -95,31 +95,62 @@ where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = u16> + Send,
 {
+    closed_loop_retrying(clients, per_client, None, request)
+        .await
+        .0
+}
+
+/// [`closed_loop`] whose clients, given `retry_after`, send a request answered 503 again
+/// after that wait (the request must be the same one again: the same like, the same row id);
+/// the latencies are those of the answered attempts, and the count is of the 503s sent
+/// again. Any other status but a success stops the benchmark.
+pub async fn closed_loop_retrying<F, Fut>(
+    clients: usize,
+    per_client: usize,
+    retry_after: Option<Duration>,
+    request: F,
+) -> (Samples, u64)
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = u16> + Send,
+{
     let started = Instant::now();
     let tasks = (0..clients).map(|client| {
         let request = request.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_client);
+            let mut retried = 0;
             for i in 0..per_client {
-                let one = Instant::now();
-                let status = request(client, i).await;
-                assert!(
-                    (200..300).contains(&status),
-                    "a request failed with {status}"
-                );
-                latencies.push(one.elapsed());
+                loop {
+                    let attempt = Instant::now();
+                    let status = request(client, i).await;
+                    if (200..300).contains(&status) {
+                        latencies.push(attempt.elapsed());
+                        break;
+                    }
+                    match retry_after {
+                        Some(wait) if status == 503 => {
+                            retried += 1;
+                            tokio::time::sleep(wait).await;
+                        }
+                        _ => panic!("a request failed with {status}"),
+                    }
+                }
             }
-            latencies
+            (latencies, retried)
         })
     });
     let mut samples = Samples::with_capacity(clients * per_client);
-    for latencies in futures::future::join_all(tasks).await {
-        for latency in latencies.expect("client task") {
+    let mut retried = 0;
+    for outcome in futures::future::join_all(tasks).await {
+        let (latencies, client_retried) = outcome.expect("client task");
+        for latency in latencies {
             samples.record(latency);
         }
+        retried += client_retried;
     }
     samples.set_elapsed(started.elapsed());
-    samples
+    (samples, retried)
 }
 
 /// The answers of an [`open_loop`], in the order sent, each with its latency.

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Report, Samples, Summary, cpu::CpuMeter, cpu::CpuSplit};
+use super::{Report, Samples, Summary, closed_loop_retrying, cpu::CpuMeter, cpu::CpuSplit};
 use crate::{
     SAMPLE_NAMESPACES, SAMPLE_SINKS, TestConfig, api::Api, db, eventually, process::ServiceProcess,
     stack::Stack,
@@ -175,30 +175,21 @@ async fn likes(
     database: &sea_orm::DatabaseConnection,
     pids: &[u32],
 ) -> anyhow::Result<Load> {
-    let meter = CpuMeter::start_for(pids.to_vec());
-    let started = Instant::now();
-    let load_gateways = gateways.to_vec();
-    let (accepted, retried) = retrying_closed_loop(move |client, i| {
-        let api = pick(&load_gateways, client, i);
-        async move {
-            let video = format!("video-{}", i % VIDEOS);
-            let member = format!("m{client}-{i}");
-            api.like("video-likes", &video, &member).await.0.as_u16()
-        }
-    })
-    .await;
-    settle(
+    let gateways = gateways.to_vec();
+    run_load(
         database,
+        pids,
         "SELECT COALESCE(sum(value), 0)::bigint AS n FROM counter_values WHERE namespace = 'video-likes'",
+        move |client, i| {
+            let api = pick(&gateways, client, i);
+            async move {
+                let video = format!("video-{}", i % VIDEOS);
+                let member = format!("m{client}-{i}");
+                api.like("video-likes", &video, &member).await.0.as_u16()
+            }
+        },
     )
-    .await?;
-    Ok(Load {
-        accepted,
-        retried,
-        settled_per_second: (CLIENTS * REQUESTS_PER_CLIENT) as f64
-            / started.elapsed().as_secs_f64(),
-        cpu: meter.stop(),
-    })
+    .await
 }
 
 async fn writes(
@@ -206,9 +197,7 @@ async fn writes(
     database: &sea_orm::DatabaseConnection,
     pids: &[u32],
 ) -> anyhow::Result<Load> {
-    let meter = CpuMeter::start_for(pids.to_vec());
-    let started = Instant::now();
-    let load_gateways = gateways.to_vec();
+    let gateways = gateways.to_vec();
     // Each row has its id (the uuid column), so a write tried again after a 503 (which may
     // have reached Kafka all the same) is the same row.
     let ids: Arc<Vec<String>> = Arc::new(
@@ -216,24 +205,43 @@ async fn writes(
             .map(|_| uuid::Uuid::now_v7().to_string())
             .collect(),
     );
-    let (accepted, retried) = retrying_closed_loop(move |client, i| {
-        let api = pick(&load_gateways, client, i);
-        let id = ids[client * REQUESTS_PER_CLIENT + i].clone();
-        async move {
-            let row =
-                serde_json::json!({"id": id, "title": format!("list {i}"), "visibility": "public"});
-            api.write("playlists", &format!("m{client}"), &row)
-                .await
-                .0
-                .as_u16()
-        }
-    })
-    .await;
-    settle(
+    run_load(
         database,
+        pids,
         "SELECT count(*) AS n FROM playlists WHERE member_id <> 'warm-up'",
+        move |client, i| {
+            let api = pick(&gateways, client, i);
+            let id = ids[client * REQUESTS_PER_CLIENT + i].clone();
+            async move {
+                let row = serde_json::json!({"id": id, "title": format!("list {i}"), "visibility": "public"});
+                api.write("playlists", &format!("m{client}"), &row)
+                    .await
+                    .0
+                    .as_u16()
+            }
+        },
     )
-    .await?;
+    .await
+}
+
+/// One load: [`CLIENTS`] clients sending [`REQUESTS_PER_CLIENT`] requests each, a 503 sent
+/// again after [`RETRY_AFTER`], until `count_sql` counts every request in the database; the
+/// CPU of `pids` and the stack's servers meanwhile.
+async fn run_load<F, Fut>(
+    database: &sea_orm::DatabaseConnection,
+    pids: &[u32],
+    count_sql: &str,
+    request: F,
+) -> anyhow::Result<Load>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = u16> + Send,
+{
+    let meter = CpuMeter::start_for(pids.to_vec());
+    let started = Instant::now();
+    let (accepted, retried) =
+        closed_loop_retrying(CLIENTS, REQUESTS_PER_CLIENT, Some(RETRY_AFTER), request).await;
+    settle(database, count_sql).await?;
     Ok(Load {
         accepted,
         retried,
@@ -241,54 +249,6 @@ async fn writes(
             / started.elapsed().as_secs_f64(),
         cpu: meter.stop(),
     })
-}
-
-/// [`CLIENTS`] clients sending [`REQUESTS_PER_CLIENT`] requests each, one after another, as
-/// [`super::closed_loop`] does, but as clients of a topology that may answer 503 under this
-/// load: a 503 is sent again after [`RETRY_AFTER`] (the same like, the same row id) and
-/// counted; the latencies are those of the answered attempts. Any other failure stops the
-/// benchmark.
-async fn retrying_closed_loop<F, Fut>(request: F) -> (Samples, u64)
-where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = u16> + Send,
-{
-    let started = Instant::now();
-    let tasks = (0..CLIENTS).map(|client| {
-        let request = request.clone();
-        tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(REQUESTS_PER_CLIENT);
-            let mut retried = 0;
-            for i in 0..REQUESTS_PER_CLIENT {
-                loop {
-                    let attempt = Instant::now();
-                    match request(client, i).await {
-                        200..300 => {
-                            latencies.push(attempt.elapsed());
-                            break;
-                        }
-                        503 => {
-                            retried += 1;
-                            tokio::time::sleep(RETRY_AFTER).await;
-                        }
-                        status => panic!("a request failed with {status}"),
-                    }
-                }
-            }
-            (latencies, retried)
-        })
-    });
-    let mut samples = Samples::with_capacity(CLIENTS * REQUESTS_PER_CLIENT);
-    let mut retried = 0;
-    for outcome in futures::future::join_all(tasks).await {
-        let (latencies, client_retried) = outcome.expect("client task");
-        for latency in latencies {
-            samples.record(latency);
-        }
-        retried += client_retried;
-    }
-    samples.set_elapsed(started.elapsed());
-    (samples, retried)
 }
 
 /// Waits until `count_sql` counts every request of a load, at most [`SETTLE`].
