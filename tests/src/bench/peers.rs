@@ -51,6 +51,31 @@ struct Options {
     /// Multiplies every workload's size (a quick try: `--scale 0.05`).
     scale: f64,
     streams_threads: usize,
+    /// The cases to run (`--only zipf,uniform,writes`; all by default).
+    cases: Vec<Case>,
+    /// `--peers skip`: spillway's side only, to try a change of spillway's quickly.
+    with_peers: bool,
+}
+
+/// One case of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Zipf,
+    Uniform,
+    Writes,
+}
+
+impl Case {
+    const ALL: [Case; 3] = [Case::Zipf, Case::Uniform, Case::Writes];
+
+    fn parse(word: &str) -> anyhow::Result<Self> {
+        match word {
+            "zipf" => Ok(Case::Zipf),
+            "uniform" => Ok(Case::Uniform),
+            "writes" => Ok(Case::Writes),
+            other => bail!("unknown case {other}; known: zipf, uniform, writes"),
+        }
+    }
 }
 
 impl Options {
@@ -58,6 +83,8 @@ impl Options {
         let mut options = Self {
             scale: 1.0,
             streams_threads: DEFAULT_STREAMS_THREADS,
+            cases: Case::ALL.to_vec(),
+            with_peers: true,
         };
         let mut words = args.iter();
         while let Some(word) = words.next() {
@@ -69,7 +96,20 @@ impl Options {
                 "--streams-threads" => {
                     options.streams_threads = value.parse().context("--streams-threads")?
                 }
-                other => bail!("unknown option {other}; known: --scale F, --streams-threads N"),
+                "--only" => {
+                    options.cases = value
+                        .split(',')
+                        .map(Case::parse)
+                        .collect::<Result<_, _>>()?
+                }
+                "--peers" => match value.as_str() {
+                    "run" => options.with_peers = true,
+                    "skip" => options.with_peers = false,
+                    other => bail!("--peers {other}: known: run, skip"),
+                },
+                other => bail!(
+                    "unknown option {other}; known: --scale F, --streams-threads N, --only zipf,uniform,writes, --peers run|skip"
+                ),
             }
         }
         Ok(options)
@@ -92,20 +132,29 @@ pub async fn run(args: &[String]) -> anyhow::Result<Report> {
             .collect::<Vec<_>>()
             .join(" "),
     );
-    let artifacts = tokio::task::spawn_blocking(jvm::prepare).await??;
-    for (distribution, keys) in [
-        (KeyDistribution::Zipf, SKEWED_KEYS),
-        (KeyDistribution::Uniform, UNIFORM_KEYS),
+    let artifacts = if options.with_peers {
+        Some(tokio::task::spawn_blocking(jvm::prepare).await??)
+    } else {
+        None
+    };
+    for (case, distribution, keys) in [
+        (Case::Zipf, KeyDistribution::Zipf, SKEWED_KEYS),
+        (Case::Uniform, KeyDistribution::Uniform, UNIFORM_KEYS),
     ] {
+        if !options.cases.contains(&case) {
+            continue;
+        }
         let workload = CounterWorkload {
             namespace: format!("peer-{}", distribution_name(distribution)),
             keys: options.scaled(keys),
             events: options.scaled(COUNTER_EVENTS),
             distribution,
         };
-        counters(&mut report, &artifacts, &options, &workload).await?;
+        counters(&mut report, artifacts.as_ref(), &options, &workload).await?;
     }
-    writes(&mut report, &artifacts, options.scaled(WRITE_ROWS)).await?;
+    if options.cases.contains(&Case::Writes) {
+        writes(&mut report, artifacts.as_ref(), options.scaled(WRITE_ROWS)).await?;
+    }
     Ok(report)
 }
 
@@ -119,7 +168,7 @@ fn distribution_name(distribution: KeyDistribution) -> &'static str {
 /// Kafka Streams then spillway's counter on the same topic of `workload`'s events.
 async fn counters(
     report: &mut Report,
-    artifacts: &jvm::Artifacts,
+    artifacts: Option<&jvm::Artifacts>,
     options: &Options,
     workload: &CounterWorkload,
 ) -> anyhow::Result<()> {
@@ -144,15 +193,20 @@ async fn counters(
     workload::create_topic(&config.counter_topic).await?;
     workload::publish(&config.counter_topic, &records).await?;
 
-    eprintln!("peers: Kafka Streams counting");
-    let peer = streams::count(streams::StreamsCase {
-        artifacts,
-        input: &config.counter_topic,
-        expected_sum: workload.expected_sum(),
-        threads: options.streams_threads,
-        application_id: format!("{}-streams", config.id),
-    })
-    .await?;
+    let peer = match artifacts {
+        Some(artifacts) => {
+            eprintln!("peers: Kafka Streams counting");
+            let case = streams::StreamsCase {
+                artifacts,
+                input: &config.counter_topic,
+                expected_sum: workload.expected_sum(),
+                threads: options.streams_threads,
+                application_id: format!("{}-streams", config.id),
+            };
+            Some(streams::count(case).await?)
+        }
+        None => None,
+    };
     eprintln!("peers: spillway's counter counting");
     let (spillway, split) = spillway_counter(&config, workload, keys_used).await?;
     // Kafka Streams' exactly-once is by offsets only: an event published twice counts twice.
@@ -172,12 +226,19 @@ async fn counters(
         "Kafka Streams 4.4, exactly_once_v2, {} stream threads",
         options.streams_threads
     );
-    compare(report, &work, &peer_name, &peer, &spillway, "events");
+    compare(
+        report,
+        &work,
+        &peer_name,
+        peer.as_ref(),
+        &spillway,
+        "events",
+    );
     compare(
         report,
         &format!("{work}, spillway without the event-id window (offsets only, as the peer)"),
         &peer_name,
-        &peer,
+        peer.as_ref(),
         &spillway_offsets_only,
         "events",
     );
@@ -227,7 +288,7 @@ async fn spillway_counter(
     )
     .await;
     let cpu = meter.stop();
-    let split = TimeSplit::of_counter(&counter.metrics().await);
+    let split = TimeSplit::of(&counter.metrics().await, "counter", "flush", "flushes");
     counter.stop().await?;
     let (progress, finished) = outcome?;
     let rows = db::scalar(
@@ -243,17 +304,21 @@ async fn spillway_counter(
     Ok((drain, split))
 }
 
-/// Where the counter's time went, from its own metrics: handling batches (decode excluded:
-/// the apply to Redis and the loads of cold counters) and flushing to PostgreSQL, in seconds.
-#[derive(Debug, Clone, Copy)]
+/// Where a consumer's time went, from its own metrics, in seconds: handling batches (decode
+/// excluded; the counter's apply to Redis and loads of cold counters, the batch-writer's
+/// whole write) and the part of it (batch-writer: the commits) or after it (counter: the
+/// flushes to PostgreSQL) that its `<stage>_duration_seconds` histogram times.
+#[derive(Debug, Clone)]
 struct TimeSplit {
+    /// What the stage's calls are called: `flushes`, `commits`.
+    stage: &'static str,
     batches: f64,
     flushes: f64,
     flush_count: f64,
 }
 
 impl TimeSplit {
-    fn of_counter(metrics: &str) -> Self {
+    fn of(metrics: &str, service: &str, stage: &str, calls: &'static str) -> Self {
         let sum = |name: &str| -> f64 {
             metrics
                 .lines()
@@ -262,19 +327,23 @@ impl TimeSplit {
                 .sum()
         };
         Self {
-            batches: sum("spillway_counter_batch_duration_seconds_sum"),
-            flushes: sum("spillway_counter_flush_duration_seconds_sum"),
-            flush_count: sum("spillway_counter_flush_duration_seconds_count"),
+            stage: calls,
+            batches: sum(&format!("spillway_{service}_batch_duration_seconds_sum")),
+            flushes: sum(&format!("spillway_{service}_{stage}_duration_seconds_sum")),
+            flush_count: sum(&format!(
+                "spillway_{service}_{stage}_duration_seconds_count"
+            )),
         }
     }
 
     fn describe(&self, drain: &Drain) -> String {
         format!(
-            "of {:.1} s from start: {:.1} s handling batches, {:.1} s in {:.0} flushes",
+            "of {:.1} s from start: {:.1} s handling batches, {:.1} s in {:.0} {}",
             drain.from_start.as_secs_f64(),
             self.batches,
             self.flushes,
-            self.flush_count
+            self.flush_count,
+            self.stage
         )
     }
 }
@@ -293,7 +362,7 @@ pub struct RowsTarget<'a> {
 /// its own table of the same shape, on the same topic.
 async fn writes(
     report: &mut Report,
-    artifacts: &jvm::Artifacts,
+    artifacts: Option<&jvm::Artifacts>,
     row_count: usize,
 ) -> anyhow::Result<()> {
     let config = TestConfig::new(&sink_toml()).with_shipped_tuning();
@@ -323,7 +392,9 @@ async fn writes(
     }
 
     let mut peers = Vec::new();
-    for (table, unnest) in [("connect_rows", false), ("connect_unnest_rows", true)] {
+    let peer_cases = [("connect_rows", false), ("connect_unnest_rows", true)];
+    for (table, unnest) in peer_cases.into_iter().filter(|_| artifacts.is_some()) {
+        let Some(artifacts) = artifacts else { break };
         eprintln!("peers: Kafka Connect + Debezium JDBC sink (unnest {unnest})");
         let drain = connect::sink(
             connect::ConnectCase {
@@ -340,7 +411,15 @@ async fn writes(
         peers.push((unnest, drain));
     }
     eprintln!("peers: spillway's batch-writer");
-    let spillway = spillway_batch_writer(&config, &database, target(SPILLWAY_TABLE)).await?;
+    let (spillway, split) =
+        spillway_batch_writer(&config, &database, target(SPILLWAY_TABLE)).await?;
+    report.finding(
+        &format!("{work}: the batch-writer's time"),
+        split.describe(&spillway),
+    );
+    if peers.is_empty() {
+        compare(report, &work, "", None, &spillway, "rows");
+    }
     for (unnest, peer) in &peers {
         let peer_name = format!(
             "Kafka Connect 4.4 + Debezium JDBC sink 3.6, 3 tasks, batch 5,000, {}",
@@ -350,7 +429,7 @@ async fn writes(
                 "defaults (JDBC batches)"
             }
         );
-        compare(report, &work, &peer_name, peer, &spillway, "rows");
+        compare(report, &work, &peer_name, Some(peer), &spillway, "rows");
     }
 
     let took = super::writes::copy_in(
@@ -395,7 +474,7 @@ async fn spillway_batch_writer(
     config: &TestConfig,
     database: &DatabaseConnection,
     target: RowsTarget<'_>,
-) -> anyhow::Result<Drain> {
+) -> anyhow::Result<(Drain, TimeSplit)> {
     let started = Instant::now();
     let meter = CpuMeter::start(std::process::id());
     let writer = spawn_batch_writer(config).await;
@@ -408,9 +487,10 @@ async fn spillway_batch_writer(
     )
     .await;
     let cpu = meter.stop();
+    let split = TimeSplit::of(&writer.metrics().await, "batch_writer", "commit", "commits");
     writer.stop().await?;
     let (progress, finished) = outcome?;
-    Ok(progress.finish(finished, target.rows, cpu))
+    Ok((progress.finish(finished, target.rows, cpu), split))
 }
 
 /// Two comparison lines (from start, steady) and the case's start-up and CPU as findings.
@@ -418,10 +498,23 @@ fn compare(
     report: &mut Report,
     work: &str,
     peer_name: &str,
-    peer: &Drain,
+    peer: Option<&Drain>,
     spillway: &Drain,
     unit: &str,
 ) {
+    let Some(peer) = peer else {
+        report.finding(
+            &format!("{work}: spillway alone (peers skipped)"),
+            format!(
+                "{:.0} {unit}/s from start, {:.0} {unit}/s steady, first output after {:.1} s; CPU, average cores busy: {}",
+                spillway.rate_from_start(),
+                spillway.steady_rate(),
+                spillway.to_first.as_secs_f64(),
+                spillway.cpu
+            ),
+        );
+        return;
+    };
     let note = |what: &str| {
         format!(
             "{what}; first output after {:.1} s (peer) / {:.1} s (spillway)",

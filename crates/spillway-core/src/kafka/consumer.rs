@@ -4,7 +4,10 @@
 //! go to the DLQ), hands the batch to a [`BatchHandler`], and, once the handler's
 //! [`BatchHandler::flush`] has made the effect durable, stores the offsets. Auto-commit then
 //! commits only stored offsets (`enable.auto.offset.store=false`), so an offset is never
-//! committed before its effect. A failing handler is retried with backoff while the
+//! committed before its effect. While the handler works on a batch, the loop already
+//! receives the next one (up to a batch), so the fetch overlaps the handler's waits on
+//! Redis or PostgreSQL; offsets are still recorded batch by batch, in order, after each
+//! batch's handling. A failing handler is retried with backoff while the
 //! partitions are paused. On a partition revoke the stored offsets are committed synchronously
 //! and buffered messages of revoked partitions are dropped (their new owner replays them); on
 //! shutdown the loop finishes its batch, flushes, stores and commits synchronously.
@@ -304,7 +307,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         let mut last_flush = Instant::now();
         while !shutdown.is_cancelled() {
             let mut messages = self
-                .collect_batch(&shutdown, std::mem::take(&mut carried), &mut pending)
+                .collect_batch(&shutdown, &mut carried, &mut pending)
                 .await;
             self.forget_unassigned(&mut messages, &mut pending);
             let mut outcome = Ok(());
@@ -334,19 +337,25 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         Ok(())
     }
 
-    /// Waits for a first message (up to [`IDLE_POLL`]), then fills the batch until it is full
-    /// or `linger` has passed.
+    /// Starts from what was carried (at most a batch of it: a long retry may have carried
+    /// more, kept for the next batches), else waits for a first message (up to
+    /// [`IDLE_POLL`]), then fills the batch until it is full or `linger` has passed.
     async fn collect_batch(
         &self,
         shutdown: &CancellationToken,
-        mut batch: Vec<OwnedMessage>,
+        carried: &mut Vec<OwnedMessage>,
         pending: &mut PendingOffsets,
     ) -> Vec<OwnedMessage> {
+        let mut batch = take_batch(
+            carried,
+            self.settings.batch_size,
+            self.settings.max_batch_bytes,
+        );
+        if !carried.is_empty() {
+            return batch;
+        }
         let mut deadline = (!batch.is_empty()).then(|| Instant::now() + self.settings.linger);
-        let mut bytes: usize = batch
-            .iter()
-            .map(|m| m.payload().map_or(0, <[u8]>::len))
-            .sum();
+        let mut bytes = payload_bytes(&batch);
         while batch.len() < self.settings.batch_size && bytes < self.settings.max_batch_bytes {
             let wait = match deadline {
                 None => IDLE_POLL,
@@ -588,7 +597,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         let mut backoff = RETRY_BACKOFF_START;
         let mut paused: Option<TopicPartitionList> = None;
         let outcome = loop {
-            match attempt().await {
+            match self.receive_while(attempt(), carried, shutdown).await {
                 Ok(value) => break Ok(value),
                 Err(HandlerError::Rewind(reason)) => {
                     tracing::warn!(%reason, "handler state lost: re-reading from committed offsets");
@@ -684,15 +693,64 @@ impl<H: BatchHandler> ConsumerLoop<H> {
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(Interrupted::Shutdown),
                 _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                received = self.consumer.recv() => self.carry(received, carried),
+            }
+        }
+    }
+
+    /// Runs `work` (a handler call) to its end while receiving the next batch into `carried`,
+    /// up to a batch's size: the next batch is fetched while the handler waits on its
+    /// dependencies, and [`Self::collect_batch`] starts from it. Shutdown stops the receiving,
+    /// never the work.
+    async fn receive_while<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        carried: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> T {
+        tokio::pin!(work);
+        let mut bytes = payload_bytes(carried);
+        loop {
+            let full =
+                carried.len() >= self.settings.batch_size || bytes >= self.settings.max_batch_bytes;
+            if full || shutdown.is_cancelled() {
+                return work.await;
+            }
+            tokio::select! {
+                biased;
+                output = &mut work => return output,
+                _ = shutdown.cancelled() => {}
                 received = self.consumer.recv() => {
-                    let revoked = self.take_revoked();
-                    drop_stale(&revoked, carried, &mut PendingOffsets::default());
-                    self.revoked_in_flight.lock().expect("revoked lock").extend(revoked);
-                    if let Ok(message) = received {
-                        carried.push(message.detach());
-                    }
+                    let before = carried.len();
+                    self.carry(received, carried);
+                    bytes = match carried.as_slice() {
+                        [.., last] if carried.len() == before + 1 => {
+                            bytes + last.payload().map_or(0, <[u8]>::len)
+                        }
+                        _ => payload_bytes(carried), // stale messages went
+                    };
                 }
             }
+        }
+    }
+
+    /// Keeps a message received while the handler works or waits for the next batch. The
+    /// partitions revoked on the way (the rebalance runs inside the poll) are remembered for
+    /// the batch in flight, and what was carried of them goes: it is stale.
+    fn carry(
+        &self,
+        received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+        carried: &mut Vec<OwnedMessage>,
+    ) {
+        let revoked = self.take_revoked();
+        drop_stale(&revoked, carried, &mut PendingOffsets::default());
+        self.revoked_in_flight
+            .lock()
+            .expect("revoked lock")
+            .extend(revoked);
+        match received {
+            Ok(message) => carried.push(message.detach()),
+            Err(error) => tracing::warn!(%error, "consumer error"),
         }
     }
 
@@ -719,6 +777,35 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         self.consumer.unsubscribe();
         tracing::info!(group = %self.settings.group_id, "consumer stopped and committed");
     }
+}
+
+/// The first messages of `carried` that make a batch, as [`ConsumerLoop::collect_batch`]
+/// fills one (up to `max_messages`, and messages are added while the payload is under
+/// `max_bytes`); the rest stay carried, in order.
+fn take_batch(
+    carried: &mut Vec<OwnedMessage>,
+    max_messages: usize,
+    max_bytes: usize,
+) -> Vec<OwnedMessage> {
+    let mut bytes = 0;
+    let mut count = 0;
+    for message in carried.iter().take(max_messages) {
+        if count > 0 && bytes >= max_bytes {
+            break;
+        }
+        bytes += message.payload().map_or(0, <[u8]>::len);
+        count += 1;
+    }
+    let rest = carried.split_off(count);
+    std::mem::replace(carried, rest)
+}
+
+/// The payload bytes of `messages`.
+fn payload_bytes(messages: &[OwnedMessage]) -> usize {
+    messages
+        .iter()
+        .map(|message| message.payload().map_or(0, <[u8]>::len))
+        .sum()
 }
 
 fn is_revoked(revoked: &[(String, i32)], topic: &str, partition: i32) -> bool {
@@ -782,4 +869,51 @@ fn header(message: &impl Message, name: &str) -> Option<String> {
             .and_then(|header| header.value)
             .map(|value| String::from_utf8_lossy(value).into_owned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn message(offset: i64, payload_bytes: usize) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(vec![b'x'; payload_bytes]),
+            None,
+            "topic".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        )
+    }
+
+    fn offsets(messages: &[OwnedMessage]) -> Vec<i64> {
+        messages.iter().map(OwnedMessage::offset).collect()
+    }
+
+    #[test]
+    fn a_batch_taken_from_carried_messages_keeps_to_the_batch_size_and_leaves_the_rest() {
+        let mut carried: Vec<OwnedMessage> = (0..7).map(|offset| message(offset, 10)).collect();
+        let batch = take_batch(&mut carried, 3, 1_000);
+        assert_eq!(offsets(&batch), [0, 1, 2]);
+        assert_eq!(offsets(&carried), [3, 4, 5, 6]);
+        let batch = take_batch(&mut carried, 10, 1_000);
+        assert_eq!(offsets(&batch), [3, 4, 5, 6]);
+        assert!(carried.is_empty());
+        assert!(take_batch(&mut carried, 10, 1_000).is_empty());
+    }
+
+    #[test]
+    fn a_batch_taken_from_carried_messages_ends_once_its_payload_reaches_the_byte_limit() {
+        let mut carried: Vec<OwnedMessage> = (0..5).map(|offset| message(offset, 40)).collect();
+        // 40 and 80 are under 100: a third message is added, then the batch is full.
+        let batch = take_batch(&mut carried, 10, 100);
+        assert_eq!(offsets(&batch), [0, 1, 2]);
+        // A message larger than the limit still makes a batch of its own.
+        let mut carried = vec![message(0, 500), message(1, 1)];
+        assert_eq!(offsets(&take_batch(&mut carried, 10, 100)), [0]);
+        assert_eq!(offsets(&carried), [1]);
+    }
 }
