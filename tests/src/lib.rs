@@ -212,6 +212,21 @@ group_id = "{id}-template-warmup"
         })
     }
 
+    /// The same deployment with the counter's write-behind flushing every `interval_ms` or
+    /// `max_entities` dirty counters, whichever comes first (after
+    /// [`Self::with_shipped_tuning`], which drops the tests' interval).
+    pub fn with_counter_flush(&self, interval_ms: u64, max_entities: usize) -> Self {
+        self.rewritten(|toml| {
+            toml.replacen(
+                "[counter]\n",
+                &format!(
+                    "[counter]\nflush_interval_ms = {interval_ms}\nflush_max_entities = {max_entities}\n"
+                ),
+                1,
+            )
+        })
+    }
+
     /// A copy whose file is this one's, rewritten by `rewrite`.
     fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();

@@ -55,6 +55,9 @@ struct Options {
     cases: Vec<Case>,
     /// `--peers skip`: spillway's side only, to try a change of spillway's quickly.
     with_peers: bool,
+    /// `--counter-flush MS,ENTITIES`: the counter's write-behind tuning instead of the
+    /// shipped one (`counter.flush_interval_ms`, `counter.flush_max_entities`).
+    counter_flush: Option<(u64, usize)>,
 }
 
 /// One case of the benchmark.
@@ -85,6 +88,7 @@ impl Options {
             streams_threads: DEFAULT_STREAMS_THREADS,
             cases: Case::ALL.to_vec(),
             with_peers: true,
+            counter_flush: None,
         };
         let mut words = args.iter();
         while let Some(word) = words.next() {
@@ -102,13 +106,22 @@ impl Options {
                         .map(Case::parse)
                         .collect::<Result<_, _>>()?
                 }
+                "--counter-flush" => {
+                    let (ms, entities) = value
+                        .split_once(',')
+                        .context("--counter-flush takes MS,ENTITIES")?;
+                    options.counter_flush = Some((
+                        ms.parse().context("--counter-flush MS")?,
+                        entities.parse().context("--counter-flush ENTITIES")?,
+                    ));
+                }
                 "--peers" => match value.as_str() {
                     "run" => options.with_peers = true,
                     "skip" => options.with_peers = false,
                     other => bail!("--peers {other}: known: run, skip"),
                 },
                 other => bail!(
-                    "unknown option {other}; known: --scale F, --streams-threads N, --only zipf,uniform,writes, --peers run|skip"
+                    "unknown option {other}; known: --scale F, --streams-threads N, --only zipf,uniform,writes, --peers run|skip, --counter-flush MS,ENTITIES"
                 ),
             }
         }
@@ -172,11 +185,14 @@ async fn counters(
     options: &Options,
     workload: &CounterWorkload,
 ) -> anyhow::Result<()> {
-    let config = TestConfig::new(&format!(
+    let mut config = TestConfig::new(&format!(
         "[namespaces.{}]\nkind = \"sum\"\n",
         workload.namespace
     ))
     .with_shipped_tuning();
+    if let Some((interval_ms, max_entities)) = options.counter_flush {
+        config = config.with_counter_flush(interval_ms, max_entities);
+    }
     let records = workload.records();
     let keys_used = records
         .iter()
@@ -762,5 +778,33 @@ mod tests {
         assert_eq!(options.streams_threads, 1);
         assert!(Options::parse(&["--what".to_owned(), "1".to_owned()]).is_err());
         assert!(Options::parse(&["--scale".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn options_read_cases_peers_and_counter_flush() {
+        let args: Vec<String> = [
+            "--only",
+            "uniform,writes",
+            "--peers",
+            "skip",
+            "--counter-flush",
+            "5000,100000",
+        ]
+        .map(String::from)
+        .into();
+        let options = Options::parse(&args).unwrap();
+        assert_eq!(options.cases, [Case::Uniform, Case::Writes]);
+        assert!(!options.with_peers);
+        assert_eq!(options.counter_flush, Some((5_000, 100_000)));
+        let defaults = Options::parse(&[]).unwrap();
+        assert_eq!(defaults.cases, Case::ALL);
+        assert!(defaults.with_peers);
+        for bad in [
+            ["--only", "zipf,both"],
+            ["--peers", "maybe"],
+            ["--counter-flush", "5000"],
+        ] {
+            assert!(Options::parse(&bad.map(String::from)).is_err(), "{bad:?}");
+        }
     }
 }
