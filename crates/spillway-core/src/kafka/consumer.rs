@@ -743,11 +743,13 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         carried: &mut Vec<OwnedMessage>,
     ) {
         let revoked = self.take_revoked();
-        drop_stale(&revoked, carried, &mut PendingOffsets::default());
-        self.revoked_in_flight
-            .lock()
-            .expect("revoked lock")
-            .extend(revoked);
+        if !revoked.is_empty() {
+            drop_stale(&revoked, carried, &mut PendingOffsets::default());
+            self.revoked_in_flight
+                .lock()
+                .expect("revoked lock")
+                .extend(revoked);
+        }
         match received {
             Ok(message) => carried.push(message.detach()),
             Err(error) => tracing::warn!(%error, "consumer error"),
