@@ -241,18 +241,9 @@ impl Services {
     async fn metric_sum(&self, name: &str, metric: &str) -> u64 {
         let mut sum = 0.0;
         for ((service, _), process) in &self.running {
-            if *service != name {
-                continue;
+            if *service == name {
+                sum += crate::metric_sum(&process.url("/metrics"), metric).await;
             }
-            let Ok(response) = reqwest::get(process.url("/metrics")).await else {
-                continue;
-            };
-            let text = response.text().await.unwrap_or_default();
-            sum += text
-                .lines()
-                .filter(|line| line.starts_with(metric))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
         }
         sum as u64
     }

@@ -311,6 +311,20 @@ visibility = { type = "text", max_length = 16 }
 created_at = { type = "timestamptz", default_now = true }
 "#;
 
+/// The sum of a metric's samples on a `/metrics` page: every line starting with `prefix`
+/// (`spillway_counter_events_total` or `spillway_counter_events_total{namespace="views"`);
+/// 0 when the page cannot be read (a process that is down).
+pub async fn metric_sum(metrics_url: &str, prefix: &str) -> f64 {
+    let Ok(response) = reqwest::get(metrics_url).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -2,18 +2,21 @@
 //! PostgreSQL: a gateway killed after the broker's ack and a retried Idempotency-Key, Redis
 //! flushed under re-sent keys, an outside producer's event sent twice, counters killed at their
 //! worst moments (made to happen by fail points, not by luck), partitions moving between
-//! counters mid-load, a corrupt counter row, and pending-write markers that never show an older
+//! counters mid-load and while a flush stalls, a corrupt counter row, and pending-write markers that never show an older
 //! write.
 
 use std::time::Duration;
 
 use prost::Message;
 use serde_json::json;
-use spillway_core::wire::{self, CounterEvent, CounterOperation};
+use spillway_core::{
+    faults,
+    wire::{self, CounterEvent, CounterOperation},
+};
 use spillway_tests::{
     SAMPLE_NAMESPACES, SAMPLE_SINKS, TestConfig,
     api::Api,
-    db, eventually, kafka,
+    db, eventually, kafka, metric_sum,
     process::ServiceProcess,
     scenario::{LIKES, VIEWS, Workload},
     spawn_batch_writer, spawn_counter, spawn_gateway,
@@ -317,6 +320,68 @@ async fn partitions_moved_between_counter_instances_mid_load_count_exactly() {
     moves.await.unwrap();
     workload.assert_exact(&api, &config, SETTLE * 2).await;
     first.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn partitions_reassigned_while_a_flush_stalls_lose_none_of_the_events_read_again() {
+    let config = TestConfig::with_sample_namespaces();
+    create_videos(&config, &[]).await;
+    let gateway = spawn_gateway(&config).await;
+    let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let entities: Vec<String> = (0..24).map(|n| format!("r{n}")).collect();
+    let producer = kafka::producer();
+    let publish_round = |round: i64| {
+        let sends = entities.iter().map(|entity| {
+            let event = outside_view(&format!("{round}/{entity}"), entity, round);
+            let (producer, topic) = (&producer, &config.counter_topic);
+            async move {
+                let key = format!("{VIEWS}/{entity}");
+                let json = serde_json::to_vec(&event).unwrap();
+                let content_type = [(wire::CONTENT_TYPE_HEADER, wire::JSON_CONTENT_TYPE)];
+                kafka::publish(producer, topic, &key, &json, &content_type).await;
+            }
+        });
+        futures::future::join_all(sends)
+    };
+    // The first counter's first flush, right after its first batch, stalls 12 s; its loop
+    // goes on receiving meanwhile.
+    let stall = format!("{}=1*return(12000)", faults::CONSUMER_BEFORE_FLUSH);
+    let first = ServiceProcess::start_with_env("counter", &config, &[("FAILPOINTS", &stall)]).await;
+    publish_round(1).await;
+    eventually("a first batch applied", SETTLE, || async {
+        for entity in &entities {
+            if api.value(VIEWS, entity).await == 1 {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    // Received during the stall, ahead of the next batch.
+    publish_round(2).await;
+    // A second counter joins: every partition is revoked from the first (what it carried of
+    // round 2 is stale), half come back to it and are read again from the committed offsets
+    // (nothing committed yet), all while its flush still stalls. What it reads again must
+    // not be dropped for the revoke it arrived after.
+    let second = ServiceProcess::start("counter", &config).await;
+    eventually("the second counter applied its share", SETTLE, || async {
+        let applied = metric_sum(&second.url("/metrics"), "spillway_counter_events_total").await;
+        (applied > 0.0).then_some(())
+    })
+    .await;
+    let flushes = metric_sum(
+        &first.url("/metrics"),
+        "spillway_counter_flush_duration_seconds_count",
+    )
+    .await;
+    assert_eq!(flushes, 0.0, "the rebalance came during the stalled flush");
+    // Round 3 arrives after the revoke too: the first applies its share once the stall ends.
+    publish_round(3).await;
+    for entity in &entities {
+        assert_settles_at(&api, &config, VIEWS, entity, 1 + 2 + 3).await;
+    }
+    drop((first, second));
     gateway.stop().await.unwrap();
 }
 

@@ -22,3 +22,35 @@ pub fn enable_from_env() -> fail::FailScenario<'static> {
 pub fn point(name: &str) {
     fail::fail_point!(name);
 }
+
+/// A consumer's flush is about to run; its loop is still receiving the next batch.
+pub const CONSUMER_BEFORE_FLUSH: &str = "consumer::before_flush";
+
+/// Evaluates one fail point that stalls without blocking its thread:
+/// `consumer::before_flush=1*return(12000)` makes the caller wait 12 s while the task's other
+/// work (receiving, rebalancing) goes on, which `sleep(..)` in [`point`] would block.
+pub async fn stall(name: &str) {
+    if let Some(millis) = stall_millis(name) {
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    }
+}
+
+/// The milliseconds a `return(MS)` action of the fail point asks for.
+fn stall_millis(name: &str) -> Option<u64> {
+    fail::fail_point!(name, |millis: Option<String>| millis
+        .and_then(|millis| millis.parse().ok()));
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_stall_point_takes_its_milliseconds_from_a_return_action() {
+        let _scenario = fail::FailScenario::setup();
+        assert_eq!(super::stall_millis("test::stall"), None);
+        fail::cfg("test::stall", "return(250)").unwrap();
+        assert_eq!(super::stall_millis("test::stall"), Some(250));
+        fail::cfg("test::stall", "return").unwrap();
+        assert_eq!(super::stall_millis("test::stall"), None);
+    }
+}

@@ -8,9 +8,12 @@
 //! receives the next one (up to a batch), so the fetch overlaps the handler's waits on
 //! Redis or PostgreSQL; offsets are still recorded batch by batch, in order, after each
 //! batch's handling. A failing handler is retried with backoff while the
-//! partitions are paused. On a partition revoke the stored offsets are committed synchronously
-//! and buffered messages of revoked partitions are dropped (their new owner replays them); on
-//! shutdown the loop finishes its batch, flushes, stores and commits synchronously.
+//! partitions are paused. On a partition revoke the stored offsets are committed synchronously;
+//! what was received of the revoked partitions before the revoke (messages carried ahead,
+//! the batch in flight, pending offsets) is stale and dropped once, when the loop first sees
+//! the revoke (their next owner, perhaps this consumer again, reads them from the committed
+//! offset), while what arrives after it is kept. On shutdown the loop finishes its batch,
+//! flushes, stores and commits synchronously.
 //!
 //! Each batch is handled in a `kafka.batch` span (topic, partitions, size). While traces are
 //! exported, each record's W3C `traceparent` header is read into [`Delivery::trace_parent`]:
@@ -241,13 +244,78 @@ impl PendingOffsets {
             .or_insert(offset);
         *last = (*last).max(offset);
     }
+
+    /// Forgets the offsets of revoked partitions: what was handled of them before the revoke
+    /// is no longer this consumer's to make durable.
+    fn forget(&mut self, revoked: &[(String, i32)]) {
+        if !revoked.is_empty() {
+            self.0
+                .retain(|(topic, partition), _| !is_revoked(revoked, topic, *partition));
+        }
+    }
+}
+
+/// Messages received ahead of the batch they will be in (while the handler worked on the one
+/// before, or while a call was retrying), in the order received, with their payload bytes.
+#[derive(Default)]
+struct Carried {
+    messages: Vec<OwnedMessage>,
+    bytes: usize,
+}
+
+impl Carried {
+    fn push(&mut self, message: OwnedMessage) {
+        self.bytes += payload_len(&message);
+        self.messages.push(message);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Whether they make a whole batch already (`max_messages`, or `max_bytes` of payload).
+    fn holds_a_batch(&self, max_messages: usize, max_bytes: usize) -> bool {
+        self.messages.len() >= max_messages || self.bytes >= max_bytes
+    }
+
+    /// Drops the messages of revoked partitions: received before the revoke, they are stale.
+    fn forget(&mut self, revoked: &[(String, i32)]) {
+        if revoked.is_empty() {
+            return;
+        }
+        self.messages
+            .retain(|message| !is_revoked(revoked, message.topic(), message.partition()));
+        self.bytes = payload_bytes(&self.messages);
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The first messages that make a batch, as [`ConsumerLoop::collect_batch`] fills one (up
+    /// to `max_messages`, and messages are added while the payload is under `max_bytes`); the
+    /// rest stay, in order.
+    fn take_batch(&mut self, max_messages: usize, max_bytes: usize) -> Vec<OwnedMessage> {
+        let (mut bytes, mut count) = (0, 0);
+        for message in self.messages.iter().take(max_messages) {
+            if count > 0 && bytes >= max_bytes {
+                break;
+            }
+            bytes += payload_len(message);
+            count += 1;
+        }
+        let rest = self.messages.split_off(count);
+        self.bytes -= bytes;
+        std::mem::replace(&mut self.messages, rest)
+    }
 }
 
 /// The consumer loop for one handler.
 pub struct ConsumerLoop<H: BatchHandler> {
     consumer: StreamConsumer<LoopContext>,
-    /// Partitions revoked while a batch was in the handler or a flush was retrying: the
-    /// offsets of what was received before cannot be stored (the handler forgot its share).
+    /// Partitions revoked since the batch in flight was received (noted by
+    /// [`Self::note_revokes`]): its messages of them, and their pending offsets, cannot be
+    /// stored (the handler forgot its share).
     revoked_in_flight: std::sync::Mutex<Vec<(String, i32)>>,
     handler: Arc<H>,
     dlq: dlq::DeadLetterQueue,
@@ -303,7 +371,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         self.consumer.subscribe(&topics)?;
         tracing::debug!(group = %self.settings.group_id, ?topics, "consumer started");
         let mut pending = PendingOffsets::default();
-        let mut carried = Vec::new();
+        let mut carried = Carried::default();
         let mut last_flush = Instant::now();
         while !shutdown.is_cancelled() {
             let mut messages = self
@@ -329,6 +397,9 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 Err(Interrupted::Rewind) => {
                     pending = PendingOffsets::default();
                     carried.clear();
+                    // Everything is read again from the committed offsets: revokes noted so
+                    // far concern nothing any more.
+                    self.take_revoked_in_flight(&mut carried);
                     self.rewind_with_retries(&shutdown).await?;
                 }
             }
@@ -337,26 +408,19 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         Ok(())
     }
 
-    /// Starts from what was carried (at most a batch of it: a long retry may have carried
-    /// more, kept for the next batches), else waits for a first message (up to
-    /// [`IDLE_POLL`]), then fills the batch until it is full or `linger` has passed.
+    /// Receives into `carried` until it holds a batch (`batch_size` messages or
+    /// `max_batch_bytes`) or `linger` has passed since its first message (waiting up to
+    /// [`IDLE_POLL`] for one), and takes the batch from it: a long retry may have carried more,
+    /// kept for the next batches. Pending offsets of partitions revoked meanwhile go.
     async fn collect_batch(
         &self,
         shutdown: &CancellationToken,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         pending: &mut PendingOffsets,
     ) -> Vec<OwnedMessage> {
-        let mut batch = take_batch(
-            carried,
-            self.settings.batch_size,
-            self.settings.max_batch_bytes,
-        );
-        if !carried.is_empty() {
-            return batch;
-        }
-        let mut deadline = (!batch.is_empty()).then(|| Instant::now() + self.settings.linger);
-        let mut bytes = payload_bytes(&batch);
-        while batch.len() < self.settings.batch_size && bytes < self.settings.max_batch_bytes {
+        let (batch_size, max_bytes) = (self.settings.batch_size, self.settings.max_batch_bytes);
+        let mut deadline = (!carried.is_empty()).then(|| Instant::now() + self.settings.linger);
+        while !carried.holds_a_batch(batch_size, max_bytes) {
             let wait = match deadline {
                 None => IDLE_POLL,
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
@@ -364,22 +428,22 @@ impl<H: BatchHandler> ConsumerLoop<H> {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
-                    Ok(Ok(message)) => {
-                        let revoked = self.take_revoked();
-                        drop_stale(&revoked, &mut batch, pending);
-                        bytes += message.payload().map_or(0, <[u8]>::len);
-                        batch.push(message.detach());
-                        deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "consumer error");
-                        if batch.is_empty() { break; }
+                    Ok(received) => {
+                        let failed = received.is_err();
+                        self.carry(received, carried);
+                        if carried.is_empty() {
+                            if failed { break; }
+                        } else {
+                            deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
+                        }
                     }
                     Err(_) => break,
                 },
             }
         }
-        batch
+        let revoked = self.take_revoked_in_flight(carried);
+        pending.forget(&revoked);
+        carried.take_batch(batch_size, max_bytes)
     }
 
     /// After a rebalance, drops buffered messages and pending offsets of partitions this
@@ -416,13 +480,28 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         )
     }
 
-    /// The partitions revoked while a batch or a flush was under way (received in
-    /// [`Self::wait_polling`]) and since.
-    fn take_revoked_in_flight(&self) -> Vec<(String, i32)> {
-        let mut revoked =
-            std::mem::take(&mut *self.revoked_in_flight.lock().expect("revoked lock"));
-        revoked.extend(self.take_revoked());
-        revoked
+    /// Takes note of the partitions revoked since it last looked (the rebalance runs inside a
+    /// poll, and a `select!` may have dropped that poll since): what was carried of them goes
+    /// (it was received before the revoke), and they are remembered for the batch in flight
+    /// and the pending offsets. A revoke is noted once, so a message carried after it (fresh
+    /// from the committed offset) is never dropped for it: the fetch position is past it.
+    fn note_revokes(&self, carried: &mut Carried) {
+        let revoked = self.take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        carried.forget(&revoked);
+        self.revoked_in_flight
+            .lock()
+            .expect("revoked lock")
+            .extend(revoked);
+    }
+
+    /// The partitions revoked since the last call (noted now or earlier): the batch in
+    /// flight's messages of them and their pending offsets are stale.
+    fn take_revoked_in_flight(&self, carried: &mut Carried) -> Vec<(String, i32)> {
+        self.note_revokes(carried);
+        std::mem::take(&mut *self.revoked_in_flight.lock().expect("revoked lock"))
     }
 
     /// Decodes, dead-letters what does not decode, hands the rest to the handler (retrying),
@@ -431,7 +510,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         &self,
         messages: Vec<OwnedMessage>,
         pending: &mut PendingOffsets,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let mut deliveries = Vec::with_capacity(messages.len());
@@ -485,8 +564,8 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 }
             }
         }
-        let revoked = self.take_revoked_in_flight();
-        drop_stale(&revoked, &mut Vec::new(), pending);
+        let revoked = self.take_revoked_in_flight(carried);
+        pending.forget(&revoked);
         for message in &messages {
             if is_revoked(&revoked, message.topic(), message.partition()) {
                 continue; // received before its partition was revoked: replayed by its owner
@@ -523,7 +602,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         message: &OwnedMessage,
         reason: &str,
         reason_kind: &str,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let content_type = header(message, wire::CONTENT_TYPE_HEADER);
@@ -559,14 +638,19 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn flush(
         &self,
         pending: &mut PendingOffsets,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        self.retry(FLUSH, carried, shutdown, || self.handler.flush())
-            .await?;
+        self.retry(FLUSH, carried, shutdown, || async {
+            faults::stall(faults::CONSUMER_BEFORE_FLUSH).await;
+            self.handler.flush().await
+        })
+        .await?;
         faults::point(faults::CONSUMER_AFTER_FLUSH);
-        let revoked = self.take_revoked_in_flight();
-        drop_stale(&revoked, carried, pending);
+        // Not `carried`: what it holds of partitions revoked during the flush arrived after
+        // the revoke (`carry` dropped the rest), from the committed offset.
+        let revoked = self.take_revoked_in_flight(carried);
+        pending.forget(&revoked);
         self.store(std::mem::take(pending));
         self.handler.after_store().await;
         Ok(())
@@ -586,7 +670,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn retry<T, F, Fut>(
         &self,
         what: &str,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         shutdown: &CancellationToken,
         mut attempt: F,
     ) -> Result<T, Interrupted>
@@ -685,7 +769,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn wait_polling(
         &self,
         duration: Duration,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let deadline = tokio::time::Instant::now() + duration;
@@ -705,14 +789,13 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn receive_while<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
         shutdown: &CancellationToken,
     ) -> T {
         tokio::pin!(work);
-        let mut bytes = payload_bytes(carried);
         loop {
             let full =
-                carried.len() >= self.settings.batch_size || bytes >= self.settings.max_batch_bytes;
+                carried.holds_a_batch(self.settings.batch_size, self.settings.max_batch_bytes);
             if full || shutdown.is_cancelled() {
                 return work.await;
             }
@@ -720,36 +803,19 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 biased;
                 output = &mut work => return output,
                 _ = shutdown.cancelled() => {}
-                received = self.consumer.recv() => {
-                    let before = carried.len();
-                    self.carry(received, carried);
-                    bytes = match carried.as_slice() {
-                        [.., last] if carried.len() == before + 1 => {
-                            bytes + last.payload().map_or(0, <[u8]>::len)
-                        }
-                        _ => payload_bytes(carried), // stale messages went
-                    };
-                }
+                received = self.consumer.recv() => self.carry(received, carried),
             }
         }
     }
 
-    /// Keeps a message received while the handler works or waits for the next batch. The
-    /// partitions revoked on the way (the rebalance runs inside the poll) are remembered for
-    /// the batch in flight, and what was carried of them goes: it is stale.
+    /// Keeps a received message for a next batch, after noting the revokes the poll that
+    /// received it may have run ([`Self::note_revokes`]).
     fn carry(
         &self,
         received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
-        carried: &mut Vec<OwnedMessage>,
+        carried: &mut Carried,
     ) {
-        let revoked = self.take_revoked();
-        if !revoked.is_empty() {
-            drop_stale(&revoked, carried, &mut PendingOffsets::default());
-            self.revoked_in_flight
-                .lock()
-                .expect("revoked lock")
-                .extend(revoked);
-        }
+        self.note_revokes(carried);
         match received {
             Ok(message) => carried.push(message.detach()),
             Err(error) => tracing::warn!(%error, "consumer error"),
@@ -765,7 +831,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 tokio::time::sleep(SHUTDOWN_FLUSH_DEADLINE).await;
                 timer.cancel();
             });
-            let mut carried = Vec::new();
+            let mut carried = Carried::default();
             if self
                 .flush(&mut pending, &mut carried, &deadline)
                 .await
@@ -781,55 +847,20 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     }
 }
 
-/// The first messages of `carried` that make a batch, as [`ConsumerLoop::collect_batch`]
-/// fills one (up to `max_messages`, and messages are added while the payload is under
-/// `max_bytes`); the rest stay carried, in order.
-fn take_batch(
-    carried: &mut Vec<OwnedMessage>,
-    max_messages: usize,
-    max_bytes: usize,
-) -> Vec<OwnedMessage> {
-    let mut bytes = 0;
-    let mut count = 0;
-    for message in carried.iter().take(max_messages) {
-        if count > 0 && bytes >= max_bytes {
-            break;
-        }
-        bytes += message.payload().map_or(0, <[u8]>::len);
-        count += 1;
-    }
-    let rest = carried.split_off(count);
-    std::mem::replace(carried, rest)
+/// A message's payload bytes.
+fn payload_len(message: &OwnedMessage) -> usize {
+    message.payload().map_or(0, <[u8]>::len)
 }
 
 /// The payload bytes of `messages`.
 fn payload_bytes(messages: &[OwnedMessage]) -> usize {
-    messages
-        .iter()
-        .map(|message| message.payload().map_or(0, <[u8]>::len))
-        .sum()
+    messages.iter().map(payload_len).sum()
 }
 
 fn is_revoked(revoked: &[(String, i32)], topic: &str, partition: i32) -> bool {
     revoked
         .iter()
         .any(|(t, p)| t.as_str() == topic && *p == partition)
-}
-
-/// Drops what was received of revoked partitions before their revoke: buffered messages
-/// and pending offsets.
-fn drop_stale(
-    revoked: &[(String, i32)],
-    messages: &mut Vec<OwnedMessage>,
-    pending: &mut PendingOffsets,
-) {
-    if revoked.is_empty() {
-        return;
-    }
-    messages.retain(|message| !is_revoked(revoked, message.topic(), message.partition()));
-    pending
-        .0
-        .retain(|(topic, partition), _| !is_revoked(revoked, topic, *partition));
 }
 
 /// The partitions of a batch, in order: `0,2,3`.
@@ -879,16 +910,24 @@ mod tests {
 
     use super::*;
 
-    fn message(offset: i64, payload_bytes: usize) -> OwnedMessage {
+    fn message(partition: i32, offset: i64, payload_bytes: usize) -> OwnedMessage {
         OwnedMessage::new(
             Some(vec![b'x'; payload_bytes]),
             None,
             "topic".into(),
             Timestamp::NotAvailable,
-            0,
+            partition,
             offset,
             None,
         )
+    }
+
+    fn carried(messages: impl IntoIterator<Item = OwnedMessage>) -> Carried {
+        let mut carried = Carried::default();
+        messages
+            .into_iter()
+            .for_each(|message| carried.push(message));
+        carried
     }
 
     fn offsets(messages: &[OwnedMessage]) -> Vec<i64> {
@@ -897,25 +936,50 @@ mod tests {
 
     #[test]
     fn a_batch_taken_from_carried_messages_keeps_to_the_batch_size_and_leaves_the_rest() {
-        let mut carried: Vec<OwnedMessage> = (0..7).map(|offset| message(offset, 10)).collect();
-        let batch = take_batch(&mut carried, 3, 1_000);
+        let mut carried = carried((0..7).map(|offset| message(0, offset, 10)));
+        let batch = carried.take_batch(3, 1_000);
         assert_eq!(offsets(&batch), [0, 1, 2]);
-        assert_eq!(offsets(&carried), [3, 4, 5, 6]);
-        let batch = take_batch(&mut carried, 10, 1_000);
+        assert_eq!(offsets(&carried.messages), [3, 4, 5, 6]);
+        assert_eq!(carried.bytes, 40);
+        let batch = carried.take_batch(10, 1_000);
         assert_eq!(offsets(&batch), [3, 4, 5, 6]);
         assert!(carried.is_empty());
-        assert!(take_batch(&mut carried, 10, 1_000).is_empty());
+        assert_eq!(carried.bytes, 0);
+        assert!(carried.take_batch(10, 1_000).is_empty());
     }
 
     #[test]
     fn a_batch_taken_from_carried_messages_ends_once_its_payload_reaches_the_byte_limit() {
-        let mut carried: Vec<OwnedMessage> = (0..5).map(|offset| message(offset, 40)).collect();
+        let mut carried = carried((0..5).map(|offset| message(0, offset, 40)));
+        assert!(carried.holds_a_batch(10, 200));
+        assert!(!carried.holds_a_batch(10, 201));
         // 40 and 80 are under 100: a third message is added, then the batch is full.
-        let batch = take_batch(&mut carried, 10, 100);
+        let batch = carried.take_batch(10, 100);
         assert_eq!(offsets(&batch), [0, 1, 2]);
+        assert_eq!(carried.bytes, 80);
         // A message larger than the limit still makes a batch of its own.
-        let mut carried = vec![message(0, 500), message(1, 1)];
-        assert_eq!(offsets(&take_batch(&mut carried, 10, 100)), [0]);
-        assert_eq!(offsets(&carried), [1]);
+        let mut carried = self::carried([message(0, 0, 500), message(0, 1, 1)]);
+        assert_eq!(offsets(&carried.take_batch(10, 100)), [0]);
+        assert_eq!(offsets(&carried.messages), [1]);
+    }
+
+    #[test]
+    fn a_revoke_drops_the_carried_messages_and_pending_offsets_of_its_partitions_only() {
+        let mut carried = carried([
+            message(0, 10, 5),
+            message(1, 20, 7),
+            message(0, 11, 5),
+            message(2, 30, 9),
+        ]);
+        let mut pending = PendingOffsets::default();
+        pending.record("topic", 0, 9);
+        pending.record("topic", 2, 29);
+        let revoked = vec![("topic".to_owned(), 0), ("other".to_owned(), 2)];
+        carried.forget(&revoked);
+        pending.forget(&revoked);
+        assert_eq!(offsets(&carried.messages), [20, 30]);
+        assert_eq!(carried.bytes, 16);
+        assert_eq!(pending.0.len(), 1);
+        assert_eq!(pending.0[&("topic".to_owned(), 2)], 29);
     }
 }
