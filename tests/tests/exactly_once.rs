@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use prost::Message;
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use spillway_core::{
     faults,
@@ -170,11 +171,11 @@ fn outside_view(event_id: &str, entity: &str, delta: i64) -> CounterEvent {
     }
 }
 
-async fn publish_json(config: &TestConfig, event: &CounterEvent) {
+async fn publish_json(producer: &FutureProducer, config: &TestConfig, event: &CounterEvent) {
     let key = format!("{}/{}", event.namespace, event.entity_id);
     let json = serde_json::to_vec(event).unwrap();
     kafka::publish(
-        &kafka::producer(),
+        producer,
         &config.counter_topic,
         &key,
         &json,
@@ -183,10 +184,10 @@ async fn publish_json(config: &TestConfig, event: &CounterEvent) {
     .await;
 }
 
-async fn publish_protobuf(config: &TestConfig, event: &CounterEvent) {
+async fn publish_protobuf(producer: &FutureProducer, config: &TestConfig, event: &CounterEvent) {
     let key = format!("{}/{}", event.namespace, event.entity_id);
     kafka::publish(
-        &kafka::producer(),
+        producer,
         &config.counter_topic,
         &key,
         &event.encode_to_vec(),
@@ -202,15 +203,16 @@ async fn an_outside_producers_event_sent_twice_as_json_and_protobuf_counts_once(
     let gateway = spawn_gateway(&config).await;
     let counter = spawn_counter(&config).await;
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
-    publish_json(&config, &outside_view("order-1", "v1", 3)).await;
-    publish_protobuf(&config, &outside_view("order-1", "v1", 3)).await;
-    publish_protobuf(&config, &outside_view("order-2", "v1", 4)).await;
-    publish_json(&config, &outside_view("order-2", "v1", 4)).await;
+    let producer = kafka::producer();
+    publish_json(&producer, &config, &outside_view("order-1", "v1", 3)).await;
+    publish_protobuf(&producer, &config, &outside_view("order-1", "v1", 3)).await;
+    publish_protobuf(&producer, &config, &outside_view("order-2", "v1", 4)).await;
+    publish_json(&producer, &config, &outside_view("order-2", "v1", 4)).await;
     assert_settles_at(&api, &config, VIEWS, "v1", 7).await;
     // Redis lost: the ids come back from the database with the value.
     flush_all(&redis).await;
-    publish_json(&config, &outside_view("order-1", "v1", 3)).await;
-    publish_protobuf(&config, &outside_view("order-3", "v1", 1)).await;
+    publish_json(&producer, &config, &outside_view("order-1", "v1", 3)).await;
+    publish_protobuf(&producer, &config, &outside_view("order-3", "v1", 1)).await;
     assert_settles_at(&api, &config, VIEWS, "v1", 8).await;
     counter.stop().await.unwrap();
     gateway.stop().await.unwrap();
@@ -332,15 +334,10 @@ async fn partitions_reassigned_while_a_flush_stalls_lose_none_of_the_events_read
     let entities: Vec<String> = (0..24).map(|n| format!("r{n}")).collect();
     let producer = kafka::producer();
     let publish_round = |round: i64| {
-        let sends = entities.iter().map(|entity| {
+        let (producer, config) = (&producer, &config);
+        let sends = entities.iter().map(move |entity| async move {
             let event = outside_view(&format!("{round}/{entity}"), entity, round);
-            let (producer, topic) = (&producer, &config.counter_topic);
-            async move {
-                let key = format!("{VIEWS}/{entity}");
-                let json = serde_json::to_vec(&event).unwrap();
-                let content_type = [(wire::CONTENT_TYPE_HEADER, wire::JSON_CONTENT_TYPE)];
-                kafka::publish(producer, topic, &key, &json, &content_type).await;
-            }
+            publish_json(producer, config, &event).await;
         });
         futures::future::join_all(sends)
     };
@@ -515,13 +512,14 @@ async fn a_batch_overlapping_one_applied_before_a_crash_counts_each_event_once()
     create_videos(&config, &[]).await;
     let gateway = spawn_gateway(&config).await;
     let api = Api::new(format!("http://127.0.0.1:{}", gateway.port));
+    let producer = kafka::producer();
     let unkeyed = |n: usize| {
         let mut event = outside_view(&format!("u{n}"), "hot", 1);
         event.never_resent = true;
         event
     };
     for n in 0..50 {
-        publish_protobuf(&config, &unkeyed(n)).await;
+        publish_protobuf(&producer, &config, &unkeyed(n)).await;
     }
     // Applies the 50 as one combined sum, then dies before flushing or storing offsets.
     let counter = kill_counter_at(&config, "counter::after_apply", || async {
@@ -531,7 +529,7 @@ async fn a_batch_overlapping_one_applied_before_a_crash_counts_each_event_once()
     // The restart reads the 50 again with 50 more: one combined sum would straddle the
     // applied offset, so the events go one by one.
     for n in 50..100 {
-        publish_protobuf(&config, &unkeyed(n)).await;
+        publish_protobuf(&producer, &config, &unkeyed(n)).await;
     }
     assert_settles_at(&api, &config, VIEWS, "hot", 100).await;
     drop(counter);
