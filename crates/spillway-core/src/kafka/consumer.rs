@@ -431,11 +431,8 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                     Ok(received) => {
                         let failed = received.is_err();
                         self.carry(received, carried);
-                        if carried.is_empty() {
-                            if failed { break; }
-                        } else {
-                            deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
-                        }
+                        if failed && carried.is_empty() { break; }
+                        deadline.get_or_insert_with(|| Instant::now() + self.settings.linger);
                     }
                     Err(_) => break,
                 },
