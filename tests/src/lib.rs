@@ -227,6 +227,17 @@ group_id = "{id}-template-warmup"
         })
     }
 
+    /// The same deployment with the counter taking batches of up to `batch_max_events`.
+    pub fn with_counter_batch(&self, batch_max_events: usize) -> Self {
+        self.rewritten(|toml| {
+            toml.replacen(
+                "[counter]\n",
+                &format!("[counter]\nbatch_max_events = {batch_max_events}\n"),
+                1,
+            )
+        })
+    }
+
     /// A copy whose file is this one's, rewritten by `rewrite`.
     fn rewritten(&self, rewrite: impl FnOnce(String) -> String) -> Self {
         let mut config = self.clone();

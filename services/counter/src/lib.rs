@@ -49,7 +49,9 @@ impl Application {
         let topics = vec![settings.kafka.counter_events.name.clone()];
         base.metrics
             .init_consumer_series(&topics, &settings.kafka.dlq.name);
-        let consumer = base.consumer(&settings.counter.group_id, topics, handler)?;
+        let mut consumer = base.consumer_settings(&settings.counter.group_id, topics);
+        consumer.batch_size = settings.counter.batch_max_events;
+        let consumer = base.consumer_with(consumer, handler)?;
         let service = ConsumerService::new(&base, &base.settings.counter.listen, vec![consumer])?;
         Ok(Self { service })
     }

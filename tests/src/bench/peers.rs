@@ -58,6 +58,9 @@ struct Options {
     /// `--counter-flush MS,ENTITIES`: the counter's write-behind tuning instead of the
     /// shipped one (`counter.flush_interval_ms`, `counter.flush_max_entities`).
     counter_flush: Option<(u64, usize)>,
+    /// `--counter-batch N`: the counter's consumer batch size instead of the shipped one
+    /// (`counter.batch_max_events`).
+    counter_batch: Option<usize>,
 }
 
 /// One case of the benchmark.
@@ -89,6 +92,7 @@ impl Options {
             cases: Case::ALL.to_vec(),
             with_peers: true,
             counter_flush: None,
+            counter_batch: None,
         };
         let mut words = args.iter();
         while let Some(word) = words.next() {
@@ -115,13 +119,16 @@ impl Options {
                         entities.parse().context("--counter-flush ENTITIES")?,
                     ));
                 }
+                "--counter-batch" => {
+                    options.counter_batch = Some(value.parse().context("--counter-batch N")?)
+                }
                 "--peers" => match value.as_str() {
                     "run" => options.with_peers = true,
                     "skip" => options.with_peers = false,
                     other => bail!("--peers {other}: known: run, skip"),
                 },
                 other => bail!(
-                    "unknown option {other}; known: --scale F, --streams-threads N, --only zipf,uniform,writes, --peers run|skip, --counter-flush MS,ENTITIES"
+                    "unknown option {other}; known: --scale F, --streams-threads N, --only zipf,uniform,writes, --peers run|skip, --counter-flush MS,ENTITIES, --counter-batch N"
                 ),
             }
         }
@@ -192,6 +199,9 @@ async fn counters(
     .with_shipped_tuning();
     if let Some((interval_ms, max_entities)) = options.counter_flush {
         config = config.with_counter_flush(interval_ms, max_entities);
+    }
+    if let Some(batch_size) = options.counter_batch {
+        config = config.with_counter_batch(batch_size);
     }
     let records = workload.records();
     let keys_used = records

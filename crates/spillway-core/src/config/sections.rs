@@ -485,6 +485,9 @@ fn cors_origin(origin: &str) -> Result<(), ConfigError> {
 pub struct CounterSettings {
     pub listen: String,
     pub group_id: String,
+    /// Events per consumer batch at most (instead of `kafka.consumer_batch_size`): a larger
+    /// batch combines more events per counter and costs fewer round trips per event.
+    pub batch_max_events: usize,
     /// Flush to the database once this many counters are dirty (a backlog over many keys
     /// then writes in transactions of this many rows instead of one per batch) ...
     pub flush_max_entities: usize,
@@ -497,6 +500,7 @@ impl Default for CounterSettings {
         Self {
             listen: "127.0.0.1:8081".into(),
             group_id: "spillway-counter".into(),
+            batch_max_events: 10_000,
             flush_max_entities: 20_000,
             flush_interval_ms: 1_000,
         }
@@ -506,6 +510,11 @@ impl Default for CounterSettings {
 impl CounterSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         consumer_service("counter", &self.listen, &self.group_id)?;
+        in_range(
+            "counter.batch_max_events",
+            self.batch_max_events as u64,
+            1..=100_000,
+        )?;
         in_range(
             "counter.flush_max_entities",
             self.flush_max_entities as u64,
