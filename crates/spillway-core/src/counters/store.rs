@@ -8,7 +8,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    hash::Hash,
     sync::LazyLock,
     time::Duration,
 };
@@ -21,7 +20,6 @@ use super::{
     sql::{self, CounterRow, CounterSqlError, EventIdsRow, FlushBatch, MemberRow, ValueRow},
 };
 use crate::redis::{RedisClient, RedisError};
-use redis::cluster_routing::Slot;
 
 /// The counter's value.
 pub const VALUE_FIELD: &str = "v";
@@ -46,8 +44,6 @@ pub enum CounterStoreError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Sql(#[from] CounterSqlError),
-    #[error("counter_apply.lua answered {values} values for {counters} counters")]
-    ApplyReply { values: usize, counters: usize },
     #[error("a counter vanished from Redis while it was being loaded")]
     Vanished,
     /// A counter with events not yet flushed is gone from Redis (emptied, or the master of
@@ -134,50 +130,18 @@ pub struct ApplyRound {
     pub epoch_after: String,
 }
 
-/// Values `counter_apply.lua` answers per counter.
-const REPLY_VALUES: usize = 5;
-
-/// One counter's share of `counter_apply.lua`'s answer: status, value, applied, replayed,
-/// duplicates.
-fn outcome(reply: &[i64]) -> BatchOutcome {
-    let count = |i: usize| u64::try_from(reply[i]).unwrap_or(0);
-    match reply[0] {
+fn outcome(reply: (i64, i64, u64, u64, u64)) -> BatchOutcome {
+    let (code, value, applied, replayed, duplicates) = reply;
+    match code {
         0 => BatchOutcome::Missing,
         2 => BatchOutcome::Split,
         _ => BatchOutcome::Done(Applied {
-            value: reply[1],
-            applied: count(2),
-            replayed: count(3),
-            duplicates: count(4),
+            value,
+            applied,
+            replayed,
+            duplicates,
         }),
     }
-}
-
-/// Counters per apply call at most: enough that a batch costs a few calls instead of one per
-/// counter (most of a call's cost in Redis is fixed), few enough that one call holds Redis
-/// for about a millisecond.
-const COUNTERS_PER_CALL: usize = 100;
-/// Entries per apply call at most (a counter with more gets a call of its own).
-const ENTRIES_PER_CALL: usize = 2_000;
-
-/// Packs counters (each with its group, and its number of entries) into calls, in order:
-/// each call the positions of the counters it carries, all of one group.
-fn pack_calls<G: Eq + Hash + Copy>(counters: &[(G, usize)]) -> Vec<Vec<usize>> {
-    let mut calls: Vec<Vec<usize>> = Vec::new();
-    let mut open: HashMap<G, (usize, usize)> = HashMap::new();
-    for (index, &(group, entries)) in counters.iter().enumerate() {
-        let fits = open.get(&group).is_some_and(|&(call, held)| {
-            calls[call].len() < COUNTERS_PER_CALL && held + entries <= ENTRIES_PER_CALL
-        });
-        if !fits {
-            calls.push(Vec::new());
-            open.insert(group, (calls.len() - 1, 0));
-        }
-        let (call, held) = open.get_mut(&group).expect("a call is open for the group");
-        calls[*call].push(index);
-        *held += entries;
-    }
-    calls
 }
 
 fn parse_reply<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, RedisError> {
@@ -395,11 +359,10 @@ impl CounterStore {
     ) -> Result<ApplyRound, CounterStoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let epoch = self.redis.keys().counter_epoch();
-        let calls = self.apply_calls(batches, entries);
         let mut pipeline = redis::pipe();
         add_epoch_read(&mut pipeline, &epoch);
-        for call in &calls {
-            self.add_apply_call(&mut pipeline, call, batches, entries, now_ms);
+        for (batch, entries) in batches.iter().zip(entries) {
+            self.add_apply_call(&mut pipeline, batch, entries, now_ms);
         }
         pipeline.cmd("GET").arg(&epoch);
         let replies: Vec<redis::Value> = self
@@ -410,18 +373,9 @@ impl CounterStore {
         let mut replies = replies.into_iter();
         let mut next = || replies.next().unwrap_or(redis::Value::Nil);
         let epoch_before: String = parse_reply(next())?;
-        let mut outcomes = vec![BatchOutcome::Missing; batches.len()];
-        for call in &calls {
-            let reply: Vec<i64> = parse_reply(next())?;
-            if reply.len() != call.len() * REPLY_VALUES {
-                return Err(CounterStoreError::ApplyReply {
-                    values: reply.len(),
-                    counters: call.len(),
-                });
-            }
-            for (&index, values) in call.iter().zip(reply.chunks(REPLY_VALUES)) {
-                outcomes[index] = outcome(values);
-            }
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for _ in batches {
+            outcomes.push(outcome(parse_reply(next())?));
         }
         Ok(ApplyRound {
             epoch_before,
@@ -430,61 +384,31 @@ impl CounterStore {
         })
     }
 
-    /// Which counters each apply call carries ([`pack_calls`]); on a Redis Cluster only
-    /// counters of one slot share a call.
-    fn apply_calls(&self, batches: &[&CounterBatch], entries: &[Vec<Entry>]) -> Vec<Vec<usize>> {
-        let counters: Vec<(Option<Slot>, usize)> = batches
-            .iter()
-            .zip(entries)
-            .map(|(batch, entries)| {
-                let slot = self.redis.is_cluster().then(|| {
-                    Slot::for_key(
-                        self.redis
-                            .keys()
-                            .counter(&batch.namespace, &batch.entity_id),
-                    )
-                });
-                (slot, entries.len())
-            })
-            .collect();
-        pack_calls(&counters)
-    }
-
     fn add_apply_call(
         &self,
         pipeline: &mut redis::Pipeline,
-        call: &[usize],
-        batches: &[&CounterBatch],
-        entries: &[Vec<Entry>],
+        batch: &CounterBatch,
+        entries: &[Entry],
         now_ms: i64,
     ) {
-        let keys = self.redis.keys();
-        let command = pipeline
+        let (namespace, entity_id) = (batch.namespace.as_str(), batch.entity_id.as_str());
+        let call = pipeline
             .cmd("EVALSHA")
             .arg(COUNTER_APPLY.get_hash())
-            .arg(3 * call.len());
-        for &index in call {
-            let (namespace, entity_id) = (&batches[index].namespace, &batches[index].entity_id);
-            command
-                .arg(keys.counter(namespace, entity_id))
-                .arg(keys.counter_members(namespace, entity_id))
-                .arg(keys.counter_event_ids(namespace, entity_id));
-        }
-        command.arg(now_ms);
-        for &index in call {
-            command
-                .arg(millis(batches[index].dedupe_window))
-                .arg(entries[index].len());
-            for entry in &entries[index] {
-                command
-                    .arg(entry.partition)
-                    .arg(entry.first_offset)
-                    .arg(entry.last_offset)
-                    .arg(entry.operation)
-                    .arg(&entry.argument)
-                    .arg(&entry.event_id)
-                    .arg(entry.count);
-            }
+            .arg(3)
+            .arg(self.redis.keys().counter(namespace, entity_id))
+            .arg(self.redis.keys().counter_members(namespace, entity_id))
+            .arg(self.redis.keys().counter_event_ids(namespace, entity_id))
+            .arg(now_ms)
+            .arg(millis(batch.dedupe_window));
+        for entry in entries {
+            call.arg(entry.partition)
+                .arg(entry.first_offset)
+                .arg(entry.last_offset)
+                .arg(entry.operation)
+                .arg(&entry.argument)
+                .arg(&entry.event_id)
+                .arg(entry.count);
         }
     }
 
@@ -712,10 +636,10 @@ mod tests {
 
     #[test]
     fn script_replies_become_outcomes() {
-        assert_eq!(outcome(&[0, 0, 0, 0, 0]), BatchOutcome::Missing);
-        assert_eq!(outcome(&[2, 0, 0, 0, 0]), BatchOutcome::Split);
+        assert_eq!(outcome((0, 0, 0, 0, 0)), BatchOutcome::Missing);
+        assert_eq!(outcome((2, 0, 0, 0, 0)), BatchOutcome::Split);
         assert_eq!(
-            outcome(&[1, 5, 2, 1, 1]),
+            outcome((1, 5, 2, 1, 1)),
             BatchOutcome::Done(Applied {
                 value: 5,
                 applied: 2,
@@ -723,31 +647,6 @@ mod tests {
                 duplicates: 1
             })
         );
-    }
-
-    #[test]
-    fn calls_carry_up_to_a_hundred_counters_in_order() {
-        let counters = vec![((), 1); 250];
-        let calls = pack_calls(&counters);
-        assert_eq!(
-            calls.iter().map(Vec::len).collect::<Vec<_>>(),
-            [100, 100, 50]
-        );
-        assert_eq!(calls.concat(), (0..250).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_call_carries_at_most_its_entries_and_a_larger_counter_goes_alone() {
-        let calls = pack_calls(&[((), 1_500), ((), 600), ((), 400), ((), 5_000), ((), 1)]);
-        assert_eq!(calls, [vec![0], vec![1, 2], vec![3], vec![4]]);
-    }
-
-    #[test]
-    fn a_call_holds_counters_of_one_slot_only() {
-        let slots = ["a", "b", "a", "c", "b"].map(Slot::for_key);
-        let counters: Vec<(Slot, usize)> = slots.iter().map(|&slot| (slot, 3)).collect();
-        let calls = pack_calls(&counters);
-        assert_eq!(calls, [vec![0, 2], vec![1, 4], vec![3]]);
     }
 
     #[test]
