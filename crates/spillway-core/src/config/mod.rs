@@ -227,6 +227,15 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_batch_of_no_events_is_refused_naming_its_key() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.counter.batch_max_events, 10_000);
+        settings.counter.batch_max_events = 0;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("counter.batch_max_events"), "{error}");
+    }
+
+    #[test]
     fn a_produce_timeout_reaching_the_request_deadline_is_refused() {
         let mut settings = Settings::default();
         settings.kafka.produce_timeout_ms = settings.gateway.request_deadline_ms;
