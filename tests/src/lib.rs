@@ -216,26 +216,19 @@ group_id = "{id}-template-warmup"
     /// `max_entities` dirty counters, whichever comes first (after
     /// [`Self::with_shipped_tuning`], which drops the tests' interval).
     pub fn with_counter_flush(&self, interval_ms: u64, max_entities: usize) -> Self {
-        self.rewritten(|toml| {
-            toml.replacen(
-                "[counter]\n",
-                &format!(
-                    "[counter]\nflush_interval_ms = {interval_ms}\nflush_max_entities = {max_entities}\n"
-                ),
-                1,
-            )
-        })
+        self.with_counter_lines(&format!(
+            "flush_interval_ms = {interval_ms}\nflush_max_entities = {max_entities}\n"
+        ))
     }
 
     /// The same deployment with the counter taking batches of up to `batch_max_events`.
     pub fn with_counter_batch(&self, batch_max_events: usize) -> Self {
-        self.rewritten(|toml| {
-            toml.replacen(
-                "[counter]\n",
-                &format!("[counter]\nbatch_max_events = {batch_max_events}\n"),
-                1,
-            )
-        })
+        self.with_counter_lines(&format!("batch_max_events = {batch_max_events}\n"))
+    }
+
+    /// A copy with `lines` at the top of its `[counter]` section.
+    fn with_counter_lines(&self, lines: &str) -> Self {
+        self.rewritten(|toml| toml.replacen("[counter]\n", &format!("[counter]\n{lines}"), 1))
     }
 
     /// A copy whose file is this one's, rewritten by `rewrite`.
