@@ -255,27 +255,48 @@ impl PendingOffsets {
     }
 }
 
+/// A message received ahead of its batch, decoded as it arrived (while the handler waited on
+/// its dependencies), with the record itself for its offset and the DLQ.
+struct Received<M> {
+    message: OwnedMessage,
+    decoded: Result<Delivery<M>, wire::DecodeError>,
+}
+
+impl<M> Received<M> {
+    fn partition_of(&self) -> (&str, i32) {
+        (self.message.topic(), self.message.partition())
+    }
+}
+
 /// Messages received ahead of the batch they will be in (while the handler worked on the one
 /// before, or while a call was retrying), in the order received, with their payload bytes.
-#[derive(Default)]
-struct Carried {
-    messages: Vec<OwnedMessage>,
+struct Carried<M> {
+    received: Vec<Received<M>>,
     bytes: usize,
 }
 
-impl Carried {
-    fn push(&mut self, message: OwnedMessage) {
-        self.bytes += payload_len(&message);
-        self.messages.push(message);
+impl<M> Default for Carried<M> {
+    fn default() -> Self {
+        Self {
+            received: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<M> Carried<M> {
+    fn push(&mut self, received: Received<M>) {
+        self.bytes += payload_len(&received.message);
+        self.received.push(received);
     }
 
     fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.received.is_empty()
     }
 
     /// Whether they make a whole batch already (`max_messages`, or `max_bytes` of payload).
     fn holds_a_batch(&self, max_messages: usize, max_bytes: usize) -> bool {
-        self.messages.len() >= max_messages || self.bytes >= max_bytes
+        self.received.len() >= max_messages || self.bytes >= max_bytes
     }
 
     /// Drops the messages of revoked partitions: received before the revoke, they are stale.
@@ -283,9 +304,15 @@ impl Carried {
         if revoked.is_empty() {
             return;
         }
-        self.messages
-            .retain(|message| !is_revoked(revoked, message.topic(), message.partition()));
-        self.bytes = payload_bytes(&self.messages);
+        self.received.retain(|received| {
+            let (topic, partition) = received.partition_of();
+            !is_revoked(revoked, topic, partition)
+        });
+        self.bytes = self
+            .received
+            .iter()
+            .map(|received| payload_len(&received.message))
+            .sum();
     }
 
     fn clear(&mut self) {
@@ -295,18 +322,18 @@ impl Carried {
     /// The first messages that make a batch, as [`ConsumerLoop::collect_batch`] fills one (up
     /// to `max_messages`, and messages are added while the payload is under `max_bytes`); the
     /// rest stay, in order.
-    fn take_batch(&mut self, max_messages: usize, max_bytes: usize) -> Vec<OwnedMessage> {
+    fn take_batch(&mut self, max_messages: usize, max_bytes: usize) -> Vec<Received<M>> {
         let (mut bytes, mut count) = (0, 0);
-        for message in self.messages.iter().take(max_messages) {
+        for received in self.received.iter().take(max_messages) {
             if count > 0 && bytes >= max_bytes {
                 break;
             }
-            bytes += payload_len(message);
+            bytes += payload_len(&received.message);
             count += 1;
         }
-        let rest = self.messages.split_off(count);
+        let rest = self.received.split_off(count);
         self.bytes -= bytes;
-        std::mem::replace(&mut self.messages, rest)
+        std::mem::replace(&mut self.received, rest)
     }
 }
 
@@ -415,9 +442,9 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn collect_batch(
         &self,
         shutdown: &CancellationToken,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         pending: &mut PendingOffsets,
-    ) -> Vec<OwnedMessage> {
+    ) -> Vec<Received<H::Message>> {
         let (batch_size, max_bytes) = (self.settings.batch_size, self.settings.max_batch_bytes);
         let mut deadline = (!carried.is_empty()).then(|| Instant::now() + self.settings.linger);
         while !carried.holds_a_batch(batch_size, max_bytes) {
@@ -445,7 +472,11 @@ impl<H: BatchHandler> ConsumerLoop<H> {
 
     /// After a rebalance, drops buffered messages and pending offsets of partitions this
     /// consumer no longer owns.
-    fn forget_unassigned(&self, messages: &mut Vec<OwnedMessage>, pending: &mut PendingOffsets) {
+    fn forget_unassigned(
+        &self,
+        messages: &mut Vec<Received<H::Message>>,
+        pending: &mut PendingOffsets,
+    ) {
         if !self
             .consumer
             .context()
@@ -459,7 +490,10 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         };
         let assigned =
             |topic: &str, partition: i32| assignment.find_partition(topic, partition).is_some();
-        messages.retain(|message| assigned(message.topic(), message.partition()));
+        messages.retain(|received| {
+            let (topic, partition) = received.partition_of();
+            assigned(topic, partition)
+        });
         pending
             .0
             .retain(|(topic, partition), _| assigned(topic, *partition));
@@ -482,7 +516,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     /// (it was received before the revoke), and they are remembered for the batch in flight
     /// and the pending offsets. A revoke is noted once, so a message carried after it (fresh
     /// from the committed offset) is never dropped for it: the fetch position is past it.
-    fn note_revokes(&self, carried: &mut Carried) {
+    fn note_revokes(&self, carried: &mut Carried<H::Message>) {
         let revoked = self.take_revoked();
         if revoked.is_empty() {
             return;
@@ -496,44 +530,36 @@ impl<H: BatchHandler> ConsumerLoop<H> {
 
     /// The partitions revoked since the last call (noted now or earlier): the batch in
     /// flight's messages of them and their pending offsets are stale.
-    fn take_revoked_in_flight(&self, carried: &mut Carried) -> Vec<(String, i32)> {
+    fn take_revoked_in_flight(&self, carried: &mut Carried<H::Message>) -> Vec<(String, i32)> {
         self.note_revokes(carried);
         std::mem::take(&mut *self.revoked_in_flight.lock().expect("revoked lock"))
     }
 
-    /// Decodes, dead-letters what does not decode, hands the rest to the handler (retrying),
+    /// Dead-letters what did not decode, hands the rest to the handler (retrying),
     /// dead-letters its rejections, and records the offsets as pending.
     async fn process(
         &self,
-        messages: Vec<OwnedMessage>,
+        batch: Vec<Received<H::Message>>,
         pending: &mut PendingOffsets,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        let mut deliveries = Vec::with_capacity(messages.len());
-        let mut sources = Vec::with_capacity(messages.len());
-        for message in &messages {
-            let content_type = header(message, wire::CONTENT_TYPE_HEADER);
-            match wire::decode::<H::Message>(message.payload(), content_type.as_deref()) {
-                Ok(decoded) => {
-                    deliveries.push(Delivery {
-                        topic: message.topic().to_owned(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        request_id: header(message, wire::REQUEST_ID_HEADER)
-                            .unwrap_or_else(|| decoded.request_id().to_owned()),
-                        trace_parent: trace_parent(message),
-                        message: decoded,
-                    });
-                    sources.push(message);
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        let mut sources = Vec::with_capacity(batch.len());
+        for Received { message, decoded } in batch {
+            match decoded {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    sources.push(messages.len());
                 }
                 Err(error) => {
                     let reason = format!("decode: {error}");
-                    self.dead_letter(message, &reason, error.kind(), carried, shutdown)
+                    self.dead_letter(&message, &reason, error.kind(), carried, shutdown)
                         .await?;
                 }
             }
+            messages.push(message);
         }
         if !deliveries.is_empty() {
             let topic = deliveries[0].topic.clone();
@@ -555,7 +581,8 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 .with_label_values(&[&topic])
                 .observe(deliveries.len() as f64);
             for rejection in rejections {
-                if let Some(message) = sources.get(rejection.index) {
+                if let Some(&source) = sources.get(rejection.index) {
+                    let message = &messages[source];
                     self.dead_letter(message, &rejection.reason, "rejected", carried, shutdown)
                         .await?;
                 }
@@ -599,7 +626,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         message: &OwnedMessage,
         reason: &str,
         reason_kind: &str,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let content_type = header(message, wire::CONTENT_TYPE_HEADER);
@@ -635,7 +662,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn flush(
         &self,
         pending: &mut PendingOffsets,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         self.retry(FLUSH, carried, shutdown, || async {
@@ -667,7 +694,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn retry<T, F, Fut>(
         &self,
         what: &str,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
         mut attempt: F,
     ) -> Result<T, Interrupted>
@@ -766,7 +793,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn wait_polling(
         &self,
         duration: Duration,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let deadline = tokio::time::Instant::now() + duration;
@@ -786,7 +813,7 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     async fn receive_while<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
     ) -> T {
         tokio::pin!(work);
@@ -805,16 +832,17 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         }
     }
 
-    /// Keeps a received message for a next batch, after noting the revokes the poll that
+    /// Keeps a received message for a next batch, decoded now (the handler is waiting on its
+    /// dependencies, or nothing is in flight), after noting the revokes the poll that
     /// received it may have run ([`Self::note_revokes`]).
     fn carry(
         &self,
         received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
-        carried: &mut Carried,
+        carried: &mut Carried<H::Message>,
     ) {
         self.note_revokes(carried);
         match received {
-            Ok(message) => carried.push(message.detach()),
+            Ok(message) => carried.push(decode(message.detach())),
             Err(error) => tracing::warn!(%error, "consumer error"),
         }
     }
@@ -844,14 +872,26 @@ impl<H: BatchHandler> ConsumerLoop<H> {
     }
 }
 
+/// Decodes a record by its `content-type` into a [`Delivery`].
+fn decode<M: WireMessage>(message: OwnedMessage) -> Received<M> {
+    let content_type = header(&message, wire::CONTENT_TYPE_HEADER);
+    let decoded =
+        wire::decode::<M>(message.payload(), content_type.as_deref()).map(|decoded| Delivery {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            request_id: header(&message, wire::REQUEST_ID_HEADER)
+                .unwrap_or_else(|| decoded.request_id().to_owned()),
+            trace_parent: trace_parent(&message),
+            message: decoded,
+        });
+    Received { message, decoded }
+}
+
 /// A message's payload bytes.
 fn payload_len(message: &OwnedMessage) -> usize {
     message.payload().map_or(0, <[u8]>::len)
-}
-
-/// The payload bytes of `messages`.
-fn payload_bytes(messages: &[OwnedMessage]) -> usize {
-    messages.iter().map(payload_len).sum()
 }
 
 fn is_revoked(revoked: &[(String, i32)], topic: &str, partition: i32) -> bool {
@@ -919,16 +959,19 @@ mod tests {
         )
     }
 
-    fn carried(messages: impl IntoIterator<Item = OwnedMessage>) -> Carried {
+    fn carried(messages: impl IntoIterator<Item = OwnedMessage>) -> Carried<()> {
         let mut carried = Carried::default();
-        messages
-            .into_iter()
-            .for_each(|message| carried.push(message));
+        for message in messages {
+            carried.push(Received {
+                message,
+                decoded: Err(wire::DecodeError::Empty),
+            });
+        }
         carried
     }
 
-    fn offsets(messages: &[OwnedMessage]) -> Vec<i64> {
-        messages.iter().map(OwnedMessage::offset).collect()
+    fn offsets<M>(received: &[Received<M>]) -> Vec<i64> {
+        received.iter().map(|r| r.message.offset()).collect()
     }
 
     #[test]
@@ -936,7 +979,7 @@ mod tests {
         let mut carried = carried((0..7).map(|offset| message(0, offset, 10)));
         let batch = carried.take_batch(3, 1_000);
         assert_eq!(offsets(&batch), [0, 1, 2]);
-        assert_eq!(offsets(&carried.messages), [3, 4, 5, 6]);
+        assert_eq!(offsets(&carried.received), [3, 4, 5, 6]);
         assert_eq!(carried.bytes, 40);
         let batch = carried.take_batch(10, 1_000);
         assert_eq!(offsets(&batch), [3, 4, 5, 6]);
@@ -957,7 +1000,7 @@ mod tests {
         // A message larger than the limit still makes a batch of its own.
         let mut carried = self::carried([message(0, 0, 500), message(0, 1, 1)]);
         assert_eq!(offsets(&carried.take_batch(10, 100)), [0]);
-        assert_eq!(offsets(&carried.messages), [1]);
+        assert_eq!(offsets(&carried.received), [1]);
     }
 
     #[test]
@@ -974,7 +1017,7 @@ mod tests {
         let revoked = vec![("topic".to_owned(), 0), ("other".to_owned(), 2)];
         carried.forget(&revoked);
         pending.forget(&revoked);
-        assert_eq!(offsets(&carried.messages), [20, 30]);
+        assert_eq!(offsets(&carried.received), [20, 30]);
         assert_eq!(carried.bytes, 16);
         assert_eq!(pending.0.len(), 1);
         assert_eq!(pending.0[&("topic".to_owned(), 2)], 29);
