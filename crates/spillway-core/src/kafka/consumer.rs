@@ -1,13 +1,14 @@
 //! The at-least-once consumer loop every spillway consumer runs.
 //!
-//! It fetches a batch (up to `batch_size` messages or `linger`), decodes each message (bad ones
-//! go to the DLQ), hands the batch to a [`BatchHandler`], and, once the handler's
-//! [`BatchHandler::flush`] has made the effect durable, stores the offsets. Auto-commit then
-//! commits only stored offsets (`enable.auto.offset.store=false`), so an offset is never
-//! committed before its effect. While the handler works on a batch, the loop already
-//! receives the next one (up to a batch), so the fetch overlaps the handler's waits on
-//! Redis or PostgreSQL; offsets are still recorded batch by batch, in order, after each
-//! batch's handling. A failing handler is retried with backoff while the
+//! It fetches a batch (up to `batch_size` messages or `linger`), decoding each message as it
+//! arrives (bad ones go to the DLQ), hands the batch to a [`BatchHandler`], and, once the
+//! handler's [`BatchHandler::flush`] has made the effect durable, stores the offsets.
+//! Auto-commit then commits only stored offsets (`enable.auto.offset.store=false`), so an
+//! offset is never committed before its effect. The handler runs in a task of its own while
+//! the loop already receives and decodes the next batch (up to a batch), so the fetch and the
+//! decode overlap the handler's work and its waits on Redis or PostgreSQL, on the other core;
+//! offsets are still recorded batch by batch, in order, after each batch's handling. A
+//! failing handler is retried with backoff while the
 //! partitions are paused. On a partition revoke the stored offsets are committed synchronously;
 //! what was received of the revoked partitions before the revoke (messages carried ahead,
 //! the batch in flight, pending offsets) is stale and dropped once, when the loop first sees
@@ -35,7 +36,7 @@ use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     message::{Headers, OwnedMessage},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use tracing::{Instrument, Span};
 
 use super::{KafkaError, base_config, dlq};
@@ -565,9 +566,10 @@ impl<H: BatchHandler> ConsumerLoop<H> {
             let topic = deliveries[0].topic.clone();
             let started = Instant::now();
             let span = self.batch_span(&deliveries);
+            let deliveries = Arc::new(deliveries);
             let rejections = self
                 .retry(&topic, carried, shutdown, || {
-                    self.handler.handle(&deliveries)
+                    self.handle_in_own_task(deliveries.clone())
                 })
                 .instrument(span.clone())
                 .await?;
@@ -601,6 +603,23 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 .inc();
         }
         Ok(())
+    }
+
+    /// Runs the handler on a batch in a task of its own, so that its CPU work (building and
+    /// encoding statements) runs on another core than the loop, which meanwhile receives and
+    /// decodes the next batch. A panic in the handler goes on in the loop as it would have;
+    /// dropping the returned future aborts the task.
+    async fn handle_in_own_task(
+        &self,
+        deliveries: Arc<Vec<Delivery<H::Message>>>,
+    ) -> Result<Vec<Rejection>, HandlerError> {
+        let handler = self.handler.clone();
+        let task = tokio::spawn(async move { handler.handle(&deliveries).await }.in_current_span());
+        match AbortOnDropHandle::new(task).await {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(HandlerError::retry(error)),
+        }
     }
 
     /// The span of one batch, linked to its records' traces.
