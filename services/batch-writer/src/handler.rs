@@ -214,7 +214,7 @@ impl SinkHandler {
 
     /// Writes changes in one transaction: one DELETE (deletes and replaced rows), then one
     /// INSERT (upserts and replacing rows); returns the view keys of the changed rows.
-    async fn write(&self, changes: &[(usize, Change)]) -> Result<Vec<String>, DbErr> {
+    async fn write(&self, changes: &[(usize, &Change)]) -> Result<Vec<String>, DbErr> {
         let upserts: Vec<&Map<String, Value>> = changes
             .iter()
             .filter_map(|(_, change)| match change {
@@ -253,11 +253,11 @@ impl SinkHandler {
     /// the committed rows.
     async fn write_bisecting(
         &self,
-        changes: &[(usize, Change)],
+        changes: &[(usize, &Change)],
     ) -> Result<(Vec<Rejection>, Vec<String>), DbErr> {
         let mut rejections = Vec::new();
         let mut changed = Vec::new();
-        let mut pending: Vec<&[(usize, Change)]> = vec![changes];
+        let mut pending: Vec<&[(usize, &Change)]> = vec![changes];
         while let Some(part) = pending.pop() {
             match self.write(part).await {
                 Ok(keys) => changed.extend(keys),
@@ -316,12 +316,12 @@ impl SinkHandler {
         batch: &[Delivery<WriteEvent>],
         changes: &[(usize, Change)],
     ) -> Result<(Vec<Rejection>, Vec<String>), DbErr> {
-        let mut by_partition: BTreeMap<i32, Vec<(usize, Change)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<(usize, &Change)>> = BTreeMap::new();
         for (index, change) in changes {
             by_partition
                 .entry(batch[*index].partition)
                 .or_default()
-                .push((*index, change.clone()));
+                .push((*index, change));
         }
         let writes: Vec<_> = by_partition
             .iter()

@@ -605,21 +605,13 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         Ok(())
     }
 
-    /// Runs the handler on a batch in a task of its own, so that its CPU work (building and
-    /// encoding statements) runs on another core than the loop, which meanwhile receives and
-    /// decodes the next batch. A panic in the handler goes on in the loop as it would have;
-    /// dropping the returned future aborts the task.
+    /// Runs the handler on a batch in a task of its own (see [`in_own_task`]).
     async fn handle_in_own_task(
         &self,
         deliveries: Arc<Vec<Delivery<H::Message>>>,
     ) -> Result<Vec<Rejection>, HandlerError> {
         let handler = self.handler.clone();
-        let task = tokio::spawn(async move { handler.handle(&deliveries).await }.in_current_span());
-        match AbortOnDropHandle::new(task).await {
-            Ok(outcome) => outcome,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(HandlerError::retry(error)),
-        }
+        in_own_task(async move { handler.handle(&deliveries).await }).await
     }
 
     /// The span of one batch, linked to its records' traces.
@@ -684,9 +676,12 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         carried: &mut Carried<H::Message>,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        self.retry(FLUSH, carried, shutdown, || async {
-            faults::stall(faults::CONSUMER_BEFORE_FLUSH).await;
-            self.handler.flush().await
+        self.retry(FLUSH, carried, shutdown, || {
+            let handler = self.handler.clone();
+            in_own_task(async move {
+                faults::stall(faults::CONSUMER_BEFORE_FLUSH).await;
+                handler.flush().await
+            })
         })
         .await?;
         faults::point(faults::CONSUMER_AFTER_FLUSH);
@@ -888,6 +883,20 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         commit_stored(&self.consumer);
         self.consumer.unsubscribe();
         tracing::info!(group = %self.settings.group_id, "consumer stopped and committed");
+    }
+}
+
+/// Runs a handler call in a task of its own, so that its CPU work (building and encoding
+/// statements) runs on another core than the loop, which meanwhile receives and decodes the
+/// next batch. A panic in it goes on in the loop as it would have; dropping the returned
+/// future aborts the task.
+async fn in_own_task<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, HandlerError>> + Send + 'static,
+) -> Result<T, HandlerError> {
+    match AbortOnDropHandle::new(tokio::spawn(work.in_current_span())).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(HandlerError::retry(error)),
     }
 }
 

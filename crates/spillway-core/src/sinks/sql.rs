@@ -1,6 +1,8 @@
 //! The SQL a sink runs, built from its validated configuration: identifiers are quoted
 //! from the checked names, values are always bound.
 
+use std::borrow::Cow;
+
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use serde_json::{Map, Value};
 
@@ -80,8 +82,11 @@ impl SinkSettings {
     }
 
     /// The parameters of [`SinkSettings::insert_sql`]: for each column, every row's value as
-    /// text (`None` for null or absent; JSON text for `jsonb`).
-    pub fn column_arrays(&self, rows: &[&Map<String, Value>]) -> Vec<Vec<Option<String>>> {
+    /// text (`None` for null or absent; JSON text for `jsonb`), strings borrowed from the rows.
+    pub fn column_arrays<'a>(
+        &self,
+        rows: &[&'a Map<String, Value>],
+    ) -> Vec<Vec<Option<Cow<'a, str>>>> {
         self.columns
             .iter()
             .map(|(name, column)| {
@@ -128,11 +133,11 @@ pub async fn read_committed(
 
 /// A value as the text its column's type reads: strings as they are, `jsonb` as JSON
 /// text, numbers and booleans in their JSON spelling, null as `None`.
-fn column_text(kind: ColumnType, value: Option<&Value>) -> Option<String> {
+fn column_text(kind: ColumnType, value: Option<&Value>) -> Option<Cow<'_, str>> {
     match value? {
         Value::Null => None,
-        Value::String(text) if kind != ColumnType::Jsonb => Some(text.clone()),
-        other => Some(other.to_string()),
+        Value::String(text) if kind != ColumnType::Jsonb => Some(Cow::Borrowed(text)),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -168,7 +173,10 @@ mod tests {
         assert_eq!(arrays.len(), sink.columns.len());
         let column = |name: &str| {
             let index = sink.columns.keys().position(|key| key == name).unwrap();
-            arrays[index].clone()
+            arrays[index]
+                .iter()
+                .map(|value| value.as_deref().map(str::to_owned))
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             column("title"),
