@@ -74,6 +74,11 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long the final flush may retry at shutdown before giving up (the data is replayed).
 const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(8);
 const REWIND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages librdkafka keeps fetched ahead per partition: two of the largest batches (the
+/// counter's 10,000 events).
+const QUEUED_MIN_MESSAGES: &str = "20000";
+/// How soon librdkafka fetches again once that queue was full.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// How many times a rewind is tried before the consumer stops with an error.
 const REWIND_ATTEMPTS: u32 = 6;
 /// What [`ConsumerLoop::retry`] is told for the handler's flush: counted in `flush_failures`,
@@ -382,6 +387,15 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 .set("session.timeout.ms", "6000")
                 .set("heartbeat.interval.ms", "1500")
                 .set("statistics.interval.ms", "5000")
+                // librdkafka stops fetching a partition once its local queue holds
+                // `queued.min.messages` (default 100,000) and then waits
+                // `fetch.queue.backoff.ms` (default 1 s) before it looks again: under a
+                // backlog the loop drained that queue in under a second and then waited for the
+                // backoff, capping the batch-writer's drain at about 100k rows/s. A queue of two
+                // batches, looked at again every 10 ms, keeps the next batch fetched
+                // (docs/benchmarks.md).
+                .set("queued.min.messages", QUEUED_MIN_MESSAGES)
+                .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
                 .create_with_context(context)?;
         Ok(Self {
             consumer,
