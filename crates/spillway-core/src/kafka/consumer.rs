@@ -8,12 +8,12 @@
 //! the loop already receives and decodes the next batch (up to a batch), so the fetch and the
 //! decode overlap the handler's work and its waits on Redis or PostgreSQL, on the other core;
 //! offsets are still recorded batch by batch, in order, after each batch's handling. A
-//! failing handler is retried with backoff while the
-//! partitions are paused. On a partition revoke the stored offsets are committed synchronously;
-//! what was received of the revoked partitions before the revoke (messages carried ahead,
-//! the batch in flight, pending offsets) is stale and dropped once, when the loop first sees
-//! the revoke (their next owner, perhaps this consumer again, reads them from the committed
-//! offset), while what arrives after it is kept. On shutdown the loop finishes its batch,
+//! failing handler is retried with backoff while the partitions are paused. On a partition
+//! revoke the stored offsets are committed synchronously; what was received of the revoked
+//! partitions before the revoke (messages carried ahead, the batch in flight, pending offsets)
+//! is stale and dropped once, when the loop first sees the revoke (their next owner, perhaps
+//! this consumer again, reads them from the committed offset), while what arrives after it is
+//! kept. On shutdown the loop finishes its batch,
 //! flushes, stores and commits synchronously.
 //!
 //! Each batch is handled in a `kafka.batch` span (topic, partitions, size). While traces are
@@ -261,8 +261,8 @@ impl PendingOffsets {
     }
 }
 
-/// A message received ahead of its batch, decoded as it arrived (while the handler waited on
-/// its dependencies), with the record itself for its offset and the DLQ.
+/// A message received ahead of its batch, decoded as it arrived (while the handler worked on
+/// the batch before), with the record itself for its offset and the DLQ.
 struct Received<M> {
     message: OwnedMessage,
     decoded: Result<Delivery<M>, wire::DecodeError>,
@@ -583,7 +583,8 @@ impl<H: BatchHandler> ConsumerLoop<H> {
             let deliveries = Arc::new(deliveries);
             let rejections = self
                 .retry(&topic, carried, shutdown, || {
-                    self.handle_in_own_task(deliveries.clone())
+                    let (handler, deliveries) = (self.handler.clone(), deliveries.clone());
+                    in_own_task(async move { handler.handle(&deliveries).await })
                 })
                 .instrument(span.clone())
                 .await?;
@@ -617,15 +618,6 @@ impl<H: BatchHandler> ConsumerLoop<H> {
                 .inc();
         }
         Ok(())
-    }
-
-    /// Runs the handler on a batch in a task of its own (see [`in_own_task`]).
-    async fn handle_in_own_task(
-        &self,
-        deliveries: Arc<Vec<Delivery<H::Message>>>,
-    ) -> Result<Vec<Rejection>, HandlerError> {
-        let handler = self.handler.clone();
-        in_own_task(async move { handler.handle(&deliveries).await }).await
     }
 
     /// The span of one batch, linked to its records' traces.
@@ -860,8 +852,8 @@ impl<H: BatchHandler> ConsumerLoop<H> {
         }
     }
 
-    /// Keeps a received message for a next batch, decoded now (the handler is waiting on its
-    /// dependencies, or nothing is in flight), after noting the revokes the poll that
+    /// Keeps a received message for a next batch, decoded now (while the handler works in its
+    /// own task, or nothing is in flight), after noting the revokes the poll that
     /// received it may have run ([`Self::note_revokes`]).
     fn carry(
         &self,
